@@ -1,0 +1,334 @@
+// Package config loads a node's settings: built-in defaults, then a TOML file,
+// then WSMESH_<SECTION>_<KEY> environment variables, and validates the result.
+// Every error names the key and where its value came from (file or variable).
+package config
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Sample values committed in config.toml. A node that listens beyond loopback
+// refuses to start with either of them.
+const (
+	SampleJWTSecret = "wsmesh-sample-jwt-secret-change-me-0123456789"
+	SampleAPIKey    = "sample-api-key-change-me"
+)
+
+// MinSecretBytes is the shortest jwt_secret accepted on a non-loopback listener.
+const MinSecretBytes = 32
+
+// DefaultSource names the configuration when no file was read.
+const DefaultSource = "built-in defaults"
+
+// Config mirrors config.toml. Field comments give the default.
+type Config struct {
+	Node    Node    `toml:"node"`
+	HTTP    HTTP    `toml:"http"`
+	Cluster Cluster `toml:"cluster"`
+	Auth    Auth    `toml:"auth"`
+	Session Session `toml:"session"`
+	Log     Log     `toml:"log"`
+
+	// Source is the file the config was read from, or DefaultSource.
+	Source string `toml:"-"`
+	// GeneratedSecret is true when jwt_secret was empty and a random one was made.
+	GeneratedSecret bool `toml:"-"`
+
+	origin map[string]string // "section.key" -> "file F" or "variable V"
+}
+
+// Node is the [node] table.
+type Node struct {
+	Name            string   `toml:"name"`             // default: the hostname
+	ShutdownTimeout Duration `toml:"shutdown_timeout"` // default "10s"
+}
+
+// HTTP is the [http] table.
+type HTTP struct {
+	Listen          string `toml:"listen"`             // default "127.0.0.1:8080"
+	MaxBodyBytes    int64  `toml:"max_body_bytes"`     // default 1048576
+	MaxUsersPerSend int    `toml:"max_users_per_send"` // default 1000
+}
+
+// Cluster is the [cluster] table.
+type Cluster struct {
+	Bind       string   `toml:"bind"`        // default "127.0.0.1:7946"
+	Advertise  string   `toml:"advertise"`   // default: the bind address
+	Seeds      []string `toml:"seeds"`       // default: none (a cluster of one)
+	SecretKeys []string `toml:"secret_keys"` // base64 AES keys; default: none (no encryption)
+}
+
+// Auth is the [auth] table.
+type Auth struct {
+	JWTSecret      string   `toml:"jwt_secret"`      // default: random, with a warning
+	APIKeys        []string `toml:"api_keys"`        // default: none (API open, loopback only)
+	AllowedOrigins []string `toml:"allowed_origins"` // default: any origin
+}
+
+// Session is the [session] table.
+type Session struct {
+	PingInterval    Duration `toml:"ping_interval"`     // default "25s"
+	IdleTimeout     Duration `toml:"idle_timeout"`      // default "60s"
+	WriteTimeout    Duration `toml:"write_timeout"`     // default "10s"
+	SendQueue       int      `toml:"send_queue"`        // default 256
+	MaxMessageBytes int      `toml:"max_message_bytes"` // default 65536
+	SingleDevice    bool     `toml:"single_device"`     // default false
+}
+
+// Log is the [log] table.
+type Log struct {
+	Level  string `toml:"level"`  // default "info": debug, info, warn, error
+	Format string `toml:"format"` // default "auto": tint on a terminal, JSON otherwise; or "json", "text"
+}
+
+// Duration is a time.Duration written as a string ("25s") in TOML.
+type Duration time.Duration
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("invalid duration %q (want e.g. \"25s\", \"1m\")", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText writes the duration as a Go duration string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Default returns the built-in defaults: one node on loopback.
+// jwt_secret is left empty; Load fills it with a random one.
+func Default() Config {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "wsmesh"
+	}
+	return Config{
+		Node: Node{Name: host, ShutdownTimeout: Duration(10 * time.Second)},
+		HTTP: HTTP{Listen: "127.0.0.1:8080", MaxBodyBytes: 1 << 20, MaxUsersPerSend: 1000},
+		Cluster: Cluster{
+			Bind: "127.0.0.1:7946",
+		},
+		Session: Session{
+			PingInterval:    Duration(25 * time.Second),
+			IdleTimeout:     Duration(60 * time.Second),
+			WriteTimeout:    Duration(10 * time.Second),
+			SendQueue:       256,
+			MaxMessageBytes: 64 << 10,
+		},
+		Log:    Log{Level: "info", Format: "auto"},
+		Source: DefaultSource,
+	}
+}
+
+// Load reads the config. path "" means ./config.toml if it exists, else the
+// built-in defaults. env is a list of KEY=VALUE pairs (os.Environ()).
+func Load(path string, env []string) (*Config, error) {
+	c := Default()
+	c.origin = map[string]string{}
+	explicit := path != ""
+	if !explicit {
+		if _, err := os.Stat("config.toml"); err == nil {
+			path = "config.toml"
+		}
+	}
+	if path != "" {
+		if err := c.readFile(path); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.applyEnv(env); err != nil {
+		return nil, err
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	if c.Auth.JWTSecret == "" {
+		b := make([]byte, 32)
+		if _, err := rand.Read(b); err != nil {
+			return nil, fmt.Errorf("config: generate jwt_secret: %w", err)
+		}
+		c.Auth.JWTSecret = base64.RawURLEncoding.EncodeToString(b)
+		c.GeneratedSecret = true
+	}
+	return &c, nil
+}
+
+func (c *Config) readFile(path string) error {
+	md, err := toml.DecodeFile(path, c)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("config: %s: file not found", path)
+		}
+		return fmt.Errorf("config: %s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return fmt.Errorf("config: %s: unknown key %s", path, strings.Join(keys, ", "))
+	}
+	c.Source = path
+	for _, k := range md.Keys() {
+		c.origin[k.String()] = "file " + path
+	}
+	return nil
+}
+
+// where says where key's value came from, for error messages.
+func (c *Config) where(key string) string {
+	if o, ok := c.origin[key]; ok {
+		return o
+	}
+	if c.Source == DefaultSource {
+		return DefaultSource
+	}
+	return "default, file " + c.Source
+}
+
+func (c *Config) keyErr(key, format string, args ...any) error {
+	return fmt.Errorf("config: %s (%s): %s", key, c.where(key), fmt.Sprintf(format, args...))
+}
+
+func (c *Config) validate() error {
+	if strings.TrimSpace(c.Node.Name) == "" {
+		return c.keyErr("node.name", "must not be empty")
+	}
+	if c.Node.ShutdownTimeout <= 0 {
+		return c.keyErr("node.shutdown_timeout", "must be positive, got %s", c.Node.ShutdownTimeout.D())
+	}
+	if err := checkAddr(c.HTTP.Listen); err != nil {
+		return c.keyErr("http.listen", "%v", err)
+	}
+	if c.HTTP.MaxBodyBytes <= 0 {
+		return c.keyErr("http.max_body_bytes", "must be positive, got %d", c.HTTP.MaxBodyBytes)
+	}
+	if c.HTTP.MaxUsersPerSend <= 0 {
+		return c.keyErr("http.max_users_per_send", "must be positive, got %d", c.HTTP.MaxUsersPerSend)
+	}
+	if err := checkAddr(c.Cluster.Bind); err != nil {
+		return c.keyErr("cluster.bind", "%v", err)
+	}
+	if c.Cluster.Advertise != "" {
+		if err := checkAddr(c.Cluster.Advertise); err != nil {
+			return c.keyErr("cluster.advertise", "%v", err)
+		}
+	}
+	for _, s := range c.Cluster.Seeds {
+		if err := checkAddr(s); err != nil {
+			return c.keyErr("cluster.seeds", "%v", err)
+		}
+	}
+	for i, k := range c.Cluster.SecretKeys {
+		b, err := base64.StdEncoding.DecodeString(k)
+		if err != nil {
+			return c.keyErr("cluster.secret_keys", "key %d is not valid base64", i+1)
+		}
+		if n := len(b); n != 16 && n != 24 && n != 32 {
+			return c.keyErr("cluster.secret_keys", "key %d decodes to %d bytes, want 16, 24 or 32", i+1, n)
+		}
+	}
+	for _, k := range c.Auth.APIKeys {
+		if k == "" {
+			return c.keyErr("auth.api_keys", "an empty key is not allowed")
+		}
+	}
+	s := c.Session
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{{"session.ping_interval", s.PingInterval}, {"session.idle_timeout", s.IdleTimeout}, {"session.write_timeout", s.WriteTimeout}} {
+		if d.v <= 0 {
+			return c.keyErr(d.key, "must be positive, got %s", d.v.D())
+		}
+	}
+	if s.IdleTimeout <= s.PingInterval {
+		return c.keyErr("session.idle_timeout", "must be longer than session.ping_interval (%s), got %s", s.PingInterval.D(), s.IdleTimeout.D())
+	}
+	if s.SendQueue <= 0 {
+		return c.keyErr("session.send_queue", "must be positive, got %d", s.SendQueue)
+	}
+	if s.MaxMessageBytes < 64 {
+		return c.keyErr("session.max_message_bytes", "must be at least 64, got %d", s.MaxMessageBytes)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return c.keyErr("log.level", "must be one of debug, info, warn, error, got %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "auto", "json", "text":
+	default:
+		return c.keyErr("log.format", "must be one of auto, json, text, got %q", c.Log.Format)
+	}
+	return c.checkExposure()
+}
+
+// checkExposure refuses weak secrets on a listener reachable from other hosts.
+func (c *Config) checkExposure() error {
+	if IsLoopback(c.HTTP.Listen) {
+		return nil
+	}
+	why := fmt.Sprintf("http.listen %q is not a loopback address", c.HTTP.Listen)
+	switch {
+	case c.Auth.JWTSecret == "":
+		return c.keyErr("auth.jwt_secret", "is empty; %s, so set a random secret of at least %d bytes", why, MinSecretBytes)
+	case c.Auth.JWTSecret == SampleJWTSecret:
+		return c.keyErr("auth.jwt_secret", "is the committed sample secret; %s, so set your own random secret", why)
+	case len(c.Auth.JWTSecret) < MinSecretBytes:
+		return c.keyErr("auth.jwt_secret", "is %d bytes; %s, so it must be at least %d bytes", len(c.Auth.JWTSecret), why, MinSecretBytes)
+	case len(c.Auth.APIKeys) == 0:
+		return c.keyErr("auth.api_keys", "is empty; %s, so POST /send must be protected by an API key", why)
+	}
+	for _, k := range c.Auth.APIKeys {
+		if k == SampleAPIKey {
+			return c.keyErr("auth.api_keys", "holds the committed sample key; %s, so set your own keys", why)
+		}
+	}
+	return nil
+}
+
+// checkAddr accepts "host:port" with a port in 0..65535 (0: pick one).
+func checkAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("invalid address %q (want host:port)", addr)
+	}
+	if strings.ContainsAny(host, " /") {
+		return fmt.Errorf("invalid host in %q", addr)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("invalid port in %q", addr)
+	}
+	return nil
+}
+
+// IsLoopback reports whether a host:port listens on loopback only.
+// An empty host ("":8080) means every interface and is not loopback.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,304 @@
+// Command wsmesh runs a node of a WebSocket gateway cluster: clients hold a
+// WebSocket to any node, and POST /send on any node reaches them.
+//
+//	wsmesh [serve] [-config FILE]
+//	wsmesh token -user ID [-device NAME] [-ttl 1h] [-config FILE]
+//	wsmesh version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/lmittmann/tint"
+
+	"wsmesh/cluster"
+	"wsmesh/config"
+	"wsmesh/relay"
+	"wsmesh/session"
+)
+
+const usage = `wsmesh: a broker-less WebSocket gateway cluster.
+
+Usage:
+  wsmesh [serve] [-config FILE]     run a node (the default command)
+  wsmesh token -user ID [-device NAME] [-ttl 1h] [-config FILE]
+                                    print a client token signed with the config's jwt_secret
+  wsmesh version                    print the version and VCS revision
+
+With no -config, ./config.toml is read if present, else built-in defaults
+(one node on 127.0.0.1:8080). Any key can be overridden by an environment
+variable WSMESH_<SECTION>_<KEY>, e.g. WSMESH_HTTP_LISTEN=127.0.0.1:9000.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes one command and returns the process exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return cmdServe(args, stdout, stderr)
+	case "token":
+		return cmdToken(args, stdout, stderr)
+	case "version":
+		if len(args) > 0 {
+			fmt.Fprintf(stderr, "wsmesh version: unexpected argument %q\n\n%s", args[0], usage)
+			return 2
+		}
+		fmt.Fprintln(stdout, versionString())
+		return 0
+	case "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "wsmesh: unknown command %q\n\n%s", cmd, usage)
+	return 2
+}
+
+// parseFlags parses a subcommand's flags: -h prints usage to stdout (exit
+// 0); a bad flag or a stray argument prints it to stderr (exit 2).
+func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (exit int, ok bool) {
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stdout, usage)
+		return 0, false
+	}
+	if err == nil && fs.NArg() > 0 {
+		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "wsmesh %s: %v\n\n%s", fs.Name(), err, usage)
+		return 2, false
+	}
+	return 0, true
+}
+
+func cmdServe(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	cfgPath := fs.String("config", "", "config file (default ./config.toml if present)")
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
+	}
+	cfg, err := config.Load(*cfgPath, os.Environ())
+	if err != nil {
+		fmt.Fprintf(stderr, "wsmesh: %v\n", err)
+		return 1
+	}
+	log := newLogger(cfg.Log, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, cfg, log, nil); err != nil {
+		log.Error("node failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// serve runs a node until ctx ends, then shuts it down within
+// node.shutdown_timeout. ready, if not nil, receives the node once it serves.
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan<- *node) error {
+	n, err := newNode(cfg, log)
+	if err != nil {
+		return err
+	}
+	if cfg.GeneratedSecret {
+		log.Warn("no jwt_secret configured: generated a random one for this run; tokens from `wsmesh token` will not verify here. Use a config file (-config) or WSMESH_AUTH_JWT_SECRET",
+			"config", cfg.Source)
+	}
+	if len(cfg.Auth.APIKeys) == 0 {
+		log.Warn("no api_keys configured: POST /send and GET /cluster are open to anyone who reaches " + n.Addr())
+	}
+	log.Info("node serving", "node", cfg.Node.Name, "http", n.Addr(), "websocket", "ws://"+n.Addr()+"/ws", "config", cfg.Source, "version", versionString())
+
+	errc := make(chan error, 1)
+	go func() { errc <- n.serve() }()
+	if ready != nil {
+		ready <- n
+	}
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: closing sessions with 1012", "sessions", n.hub.Len(), "timeout", cfg.Node.ShutdownTimeout.D().String())
+	start := time.Now()
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.Node.ShutdownTimeout.D())
+	defer cancel()
+	if err := n.shutdown(sctx); err != nil {
+		log.Warn("shutdown cut short", "err", err, "took", time.Since(start).Round(time.Millisecond).String())
+	} else {
+		log.Info("shutdown complete", "took", time.Since(start).Round(time.Millisecond).String())
+	}
+	return <-errc
+}
+
+// node is one running wsmesh node: the session hub, the cluster view and the
+// HTTP API, wired together.
+type node struct {
+	cfg *config.Config
+	hub *session.Hub
+	srv *http.Server
+	ln  net.Listener
+}
+
+func newNode(cfg *config.Config, log *slog.Logger) (*node, error) {
+	auth, err := session.NewAuthenticator([]byte(cfg.Auth.JWTSecret))
+	if err != nil {
+		return nil, err
+	}
+	hub, err := session.New(session.Config{
+		PingInterval:    cfg.Session.PingInterval.D(),
+		IdleTimeout:     cfg.Session.IdleTimeout.D(),
+		WriteTimeout:    cfg.Session.WriteTimeout.D(),
+		SendQueue:       cfg.Session.SendQueue,
+		MaxMessageBytes: cfg.Session.MaxMessageBytes,
+		SingleDevice:    cfg.Session.SingleDevice,
+		AllowedOrigins:  cfg.Auth.AllowedOrigins,
+		Auth:            auth,
+		Logger:          log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	advertise := cfg.Cluster.Advertise
+	if advertise == "" {
+		advertise = cfg.Cluster.Bind
+	}
+	cl := cluster.New(cluster.Config{NodeName: cfg.Node.Name, Advertise: advertise, Sessions: hub.Len})
+	api, err := relay.New(relay.Config{
+		Hub:             hub,
+		Cluster:         cl,
+		APIKeys:         cfg.Auth.APIKeys,
+		MaxBodyBytes:    cfg.HTTP.MaxBodyBytes,
+		MaxUsersPerSend: cfg.HTTP.MaxUsersPerSend,
+		Logger:          log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on http.listen %s: %w", cfg.HTTP.Listen, err)
+	}
+	srv := &http.Server{
+		Handler:           api,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	return &node{cfg: cfg, hub: hub, srv: srv, ln: ln}, nil
+}
+
+// Addr returns the HTTP listener's address.
+func (n *node) Addr() string { return n.ln.Addr().String() }
+
+// serve blocks until shutdown; nil after a clean shutdown.
+func (n *node) serve() error {
+	if err := n.srv.Serve(n.ln); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("http: %w", err)
+	}
+	return nil
+}
+
+// shutdown stops accepting, lets in-flight requests answer, then closes
+// every session with 1012.
+func (n *node) shutdown(ctx context.Context) error {
+	return errors.Join(n.srv.Shutdown(ctx), n.hub.Shutdown(ctx))
+}
+
+// newLogger builds the process logger: tint on a terminal, JSON otherwise.
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level)) // validated by config
+	format := c.Format
+	if format == "auto" {
+		format = "json"
+		if f, ok := w.(*os.File); ok {
+			if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+				format = "tint"
+			}
+		}
+	}
+	switch format {
+	case "tint":
+		return slog.New(tint.NewHandler(w, &tint.Options{Level: level, TimeFormat: time.TimeOnly}))
+	case "text":
+		return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+func cmdToken(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("token", flag.ContinueOnError)
+	cfgPath := fs.String("config", "", "config file (default ./config.toml if present)")
+	user := fs.String("user", "", "user id (the token's sub claim; required)")
+	device := fs.String("device", "", `device name (default "default")`)
+	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
+	}
+	if *user == "" {
+		fmt.Fprintf(stderr, "wsmesh token: -user is required\n\n%s", usage)
+		return 2
+	}
+	cfg, err := config.Load(*cfgPath, os.Environ())
+	if err != nil {
+		fmt.Fprintf(stderr, "wsmesh: %v\n", err)
+		return 1
+	}
+	if cfg.GeneratedSecret {
+		fmt.Fprintln(stderr, "wsmesh token: no jwt_secret configured (no config file found, WSMESH_AUTH_JWT_SECRET unset): a token would not verify on any node; pass -config FILE")
+		return 1
+	}
+	auth, err := session.NewAuthenticator([]byte(cfg.Auth.JWTSecret))
+	if err == nil {
+		var tok string
+		if tok, err = auth.Mint(*user, *device, *ttl); err == nil {
+			fmt.Fprintln(stdout, tok)
+			return 0
+		}
+	}
+	fmt.Fprintf(stderr, "wsmesh token: %v\n", err)
+	return 1
+}
+
+// versionString reports the module version and VCS revision from the build.
+func versionString() string {
+	version, rev, modified := "(devel)", "unknown revision", ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Version != "" {
+			version = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				if s.Value == "true" {
+					modified = "+dirty"
+				}
+			}
+		}
+	}
+	return fmt.Sprintf("wsmesh %s %s%s %s", version, rev, modified, runtime.Version())
+}

@@ -1,0 +1,163 @@
+package relay
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+
+	"wsmesh/session"
+)
+
+// Result statuses.
+const (
+	StatusDelivered = "delivered" // the owning node queued it for that connection
+	StatusOffline   = "offline"   // the user has no live session (on that device)
+	StatusError     = "error"     // a session was found but could not take it; see Error
+)
+
+type sendRequest struct {
+	Users  []string        `json:"users"`
+	Device string          `json:"device"`
+	Data   json.RawMessage `json:"data"`
+}
+
+// Result is the outcome for one session, or for a user with none.
+type Result struct {
+	User   string `json:"user"`
+	Device string `json:"device,omitempty"`
+	Node   string `json:"node,omitempty"`
+	Status string `json:"status"`
+	Error  string `json:"error,omitempty"`
+}
+
+type sendResponse struct {
+	ID        string   `json:"id"`
+	Delivered int      `json:"delivered"`
+	Offline   int      `json:"offline"`
+	Failed    int      `json:"failed"`
+	Results   []Result `json:"results"`
+}
+
+func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) error {
+	req, err := s.decodeSend(w, r)
+	if err != nil {
+		return err
+	}
+	id := s.ids.next()
+	frame := session.MessageFrame(id, req.Data)
+	resp := sendResponse{ID: id, Results: make([]Result, 0, len(req.Users))}
+	for _, user := range req.Users {
+		for _, res := range s.deliver(user, req.Device, frame) {
+			switch res.Status {
+			case StatusDelivered:
+				resp.Delivered++
+			case StatusOffline:
+				resp.Offline++
+			default:
+				resp.Failed++
+			}
+			resp.Results = append(resp.Results, res)
+		}
+	}
+	if s.log.Enabled(r.Context(), slog.LevelDebug) {
+		s.log.Debug("send", "id", id, "users", len(req.Users), "device", req.Device,
+			"delivered", resp.Delivered, "offline", resp.Offline, "failed", resp.Failed)
+	}
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+// deliver hands frame to every session of user on the nodes that own them.
+func (s *Server) deliver(user, device string, frame []byte) []Result {
+	var out []Result
+	for _, node := range s.cfg.Cluster.Owners(user) {
+		if node != s.cfg.Cluster.Name() {
+			continue // remote owners: relayed once the cluster lands
+		}
+		for _, d := range s.cfg.Hub.Deliver(user, device, frame) {
+			res := Result{User: user, Device: d.Device, Node: node, Status: StatusDelivered}
+			if d.Err != nil {
+				res.Status, res.Error = StatusError, errorReason(d.Err)
+			}
+			out = append(out, res)
+		}
+	}
+	if len(out) == 0 {
+		out = append(out, Result{User: user, Status: StatusOffline})
+	}
+	return out
+}
+
+func errorReason(err error) string {
+	switch {
+	case errors.Is(err, session.ErrSlowConsumer):
+		return "send queue full: connection closed as a slow consumer (4002)"
+	case errors.Is(err, session.ErrClosed):
+		return "connection closing"
+	}
+	return err.Error()
+}
+
+// decodeSend reads and checks a /send body: 413 over the size limit, 400
+// for anything malformed. It returns users deduplicated, in order, and data
+// compacted.
+func (s *Server) decodeSend(w http.ResponseWriter, r *http.Request) (*sendRequest, error) {
+	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	var req sendRequest
+	if err := dec.Decode(&req); err != nil {
+		return nil, decodeError(err, s.cfg.MaxBodyBytes)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, decodeError(err, s.cfg.MaxBodyBytes)
+		}
+		return nil, httpErrorf(http.StatusBadRequest, "malformed JSON: unexpected data after the body's object")
+	}
+	if len(req.Users) == 0 {
+		return nil, httpErrorf(http.StatusBadRequest, `no users: "users" must list at least one user id`)
+	}
+	if len(req.Users) > s.cfg.MaxUsersPerSend {
+		return nil, httpErrorf(http.StatusBadRequest, "too many users: %d (max_users_per_send is %d)", len(req.Users), s.cfg.MaxUsersPerSend)
+	}
+	seen := make(map[string]struct{}, len(req.Users))
+	users := req.Users[:0]
+	for i, u := range req.Users {
+		if u == "" {
+			return nil, httpErrorf(http.StatusBadRequest, "users[%d] is empty", i)
+		}
+		if _, dup := seen[u]; !dup {
+			seen[u] = struct{}{}
+			users = append(users, u)
+		}
+	}
+	req.Users = users
+	if len(req.Data) == 0 || bytes.Equal(req.Data, []byte("null")) {
+		return nil, httpErrorf(http.StatusBadRequest, `no data: "data" must be a JSON value other than null`)
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, req.Data); err != nil {
+		return nil, httpErrorf(http.StatusBadRequest, "malformed JSON in data: %v", err)
+	}
+	req.Data = buf.Bytes()
+	return &req, nil
+}
+
+func decodeError(err error, limit int64) error {
+	var mbe *http.MaxBytesError
+	var ute *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &mbe):
+		return httpErrorf(http.StatusRequestEntityTooLarge, "body over %d bytes (max_body_bytes)", limit)
+	case errors.Is(err, io.EOF):
+		return httpErrorf(http.StatusBadRequest, "malformed JSON: empty body")
+	case errors.As(err, &ute):
+		return httpErrorf(http.StatusBadRequest, "malformed JSON: %q has the wrong type (got a JSON %s)", ute.Field, ute.Value)
+	}
+	return httpErrorf(http.StatusBadRequest, "malformed JSON: %v", err)
+}

@@ -1,0 +1,131 @@
+package session
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// DefaultDevice is the device of a token that names none.
+const DefaultDevice = "default"
+
+// Identity is who a client token says the client is.
+type Identity struct {
+	User   string
+	Device string
+}
+
+// Claims are a client token's claims: sub is the user, device is optional.
+type Claims struct {
+	Device string `json:"device,omitempty"`
+	jwt.RegisteredClaims
+}
+
+// Authenticator mints and verifies client tokens (JWT, HS256 only).
+// It is safe for concurrent use.
+type Authenticator struct {
+	secret []byte
+	parser *jwt.Parser
+}
+
+// NewAuthenticator returns an Authenticator for tokens signed with secret.
+func NewAuthenticator(secret []byte) (*Authenticator, error) {
+	if len(secret) == 0 {
+		return nil, errors.New("session: empty jwt secret")
+	}
+	return &Authenticator{
+		secret: secret,
+		parser: jwt.NewParser(
+			jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+			jwt.WithExpirationRequired(),
+			jwt.WithLeeway(5*time.Second),
+		),
+	}, nil
+}
+
+// Mint returns a token for user and device (DefaultDevice if empty) that
+// expires after ttl.
+func (a *Authenticator) Mint(user, device string, ttl time.Duration) (string, error) {
+	if user == "" {
+		return "", errors.New("session: mint token: empty user")
+	}
+	if ttl <= 0 {
+		return "", fmt.Errorf("session: mint token: ttl must be positive, got %s", ttl)
+	}
+	now := time.Now()
+	claims := Claims{
+		Device: device,
+		RegisteredClaims: jwt.RegisteredClaims{
+			Subject:   user,
+			IssuedAt:  jwt.NewNumericDate(now),
+			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+		},
+	}
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(a.secret)
+	if err != nil {
+		return "", fmt.Errorf("session: mint token: %w", err)
+	}
+	return s, nil
+}
+
+// Verify checks a token and returns its identity. The error's text is safe to
+// send to the client as a close reason: it names the problem, never the token.
+func (a *Authenticator) Verify(token string) (Identity, error) {
+	if token == "" {
+		return Identity{}, errors.New("token missing")
+	}
+	var c Claims
+	_, err := a.parser.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) { return a.secret, nil })
+	switch {
+	case err == nil:
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return Identity{}, errors.New("token expired")
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return Identity{}, errors.New("token has no exp claim")
+	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return Identity{}, errors.New("token not valid yet")
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		// Also what a wrong algorithm ("none", RS256, ...) gives.
+		if alg := headerAlg(token); alg != "" && alg != jwt.SigningMethodHS256.Alg() {
+			return Identity{}, fmt.Errorf("token algorithm %q not allowed (want HS256)", alg)
+		}
+		return Identity{}, errors.New("token signature invalid")
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return Identity{}, errors.New("token malformed")
+	default:
+		return Identity{}, errors.New("token invalid")
+	}
+	if c.Subject == "" {
+		return Identity{}, errors.New("token has no sub claim")
+	}
+	id := Identity{User: c.Subject, Device: c.Device}
+	if id.Device == "" {
+		id.Device = DefaultDevice
+	}
+	return id, nil
+}
+
+// headerAlg returns the alg a token's header names, or "" if unreadable.
+func headerAlg(token string) string {
+	t, _, err := jwt.NewParser().ParseUnverified(token, &Claims{})
+	if err != nil || t == nil {
+		return ""
+	}
+	alg, _ := t.Header["alg"].(string)
+	return alg
+}
+
+// TokenFromRequest returns the token of ?token= or of "Authorization: Bearer".
+func TokenFromRequest(r *http.Request) string {
+	if t := r.URL.Query().Get("token"); t != "" {
+		return t
+	}
+	if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return ""
+}

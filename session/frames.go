@@ -1,0 +1,57 @@
+package session
+
+import (
+	"encoding/json"
+	"strconv"
+)
+
+// Close codes sent to clients, with the reason text that goes with each.
+// gws itself sends 1009 for an oversize frame.
+const (
+	CloseNormal        uint16 = 1000
+	CloseTooLarge      uint16 = 1009
+	CloseServerRestart uint16 = 1012 // node shutting down: reconnect, to another node
+	CloseEvicted       uint16 = 4000 // a newer login of the same user and device
+	CloseUnauthorized  uint16 = 4001 // bad, missing or expired token: do not retry it
+	CloseSlowConsumer  uint16 = 4002 // send queue overflowed
+)
+
+// A Disconnect is a close code and its reason, sent when the server closes.
+type Disconnect struct {
+	Code   uint16
+	Reason string
+}
+
+var (
+	disconnectShutdown = Disconnect{CloseServerRestart, "node shutting down"}
+	disconnectEvicted  = Disconnect{CloseEvicted, "evicted by a newer login"}
+	disconnectSlow     = Disconnect{CloseSlowConsumer, "slow consumer: send queue full"}
+)
+
+// Server-to-client control frames.
+var (
+	framePong    = []byte(`{"type":"pong"}`)
+	frameEvicted = []byte(`{"type":"evicted","reason":"duplicate_login"}`)
+)
+
+// MessageFrame returns the frame {"type":"message","id":id,"data":data}.
+// data must be valid JSON; it is copied in as it is. Build it once per
+// message and hand the same slice to every recipient: it is never modified.
+func MessageFrame(id string, data []byte) []byte {
+	b := make([]byte, 0, len(`{"type":"message","id":,"data":}`)+len(id)+2+len(data))
+	b = append(b, `{"type":"message","id":`...)
+	b = strconv.AppendQuote(b, id)
+	b = append(b, `,"data":`...)
+	b = append(b, data...)
+	return append(b, '}')
+}
+
+// clientFrame is what a client may send; only "ping" means anything.
+type clientFrame struct {
+	Type string `json:"type"`
+}
+
+func isPing(b []byte) bool {
+	var f clientFrame
+	return json.Unmarshal(b, &f) == nil && f.Type == "ping"
+}
