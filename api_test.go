@@ -1,0 +1,132 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func TestAPIErrors(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.HTTP.MaxBodyBytes = 2048
+	cfg.HTTP.MaxUsersPerSend = 3
+	tn := startNode(t, cfg)
+	c := tn.dial(t, tn.token(t, "u1", ""), dialOpts{})
+	waitFor(t, "session registered", func() bool { return tn.hub.Len() == 1 })
+
+	key := "Bearer " + testAPIKey
+	cases := []struct {
+		name, method, path, body, auth string
+		status                         int
+		errHas                         string
+	}{
+		{"GET /send", "GET", "/send", "", key, 405, "use POST"},
+		{"PUT /cluster", "PUT", "/cluster", "", key, 405, "use GET"},
+		{"no key", "POST", "/send", `{"users":["u1"],"data":1}`, "", 401, "API key"},
+		{"wrong key", "POST", "/send", `{"users":["u1"],"data":1}`, "Bearer nope", 401, "API key"},
+		{"wrong scheme", "POST", "/send", `{"users":["u1"],"data":1}`, "Basic " + testAPIKey, 401, "API key"},
+		{"cluster no key", "GET", "/cluster", "", "", 401, "API key"},
+		{"malformed", "POST", "/send", `{"users":["u1"],"data":`, key, 400, "malformed JSON"},
+		{"empty body", "POST", "/send", ``, key, 400, "empty body"},
+		{"not an object", "POST", "/send", `[1,2]`, key, 400, "malformed JSON"},
+		{"users wrong type", "POST", "/send", `{"users":"u1","data":1}`, key, 400, "users"},
+		{"unknown field", "POST", "/send", `{"users":["u1"],"data":1,"user":"x"}`, key, 400, "unknown field"},
+		{"trailing data", "POST", "/send", `{"users":["u1"],"data":1} {}`, key, 400, "after"},
+		{"no users", "POST", "/send", `{"users":[],"data":1}`, key, 400, "no users"},
+		{"users missing", "POST", "/send", `{"data":1}`, key, 400, "no users"},
+		{"empty user", "POST", "/send", `{"users":["u1",""],"data":1}`, key, 400, "users[1]"},
+		{"no data", "POST", "/send", `{"users":["u1"]}`, key, 400, "no data"},
+		{"null data", "POST", "/send", `{"users":["u1"],"data":null}`, key, 400, "no data"},
+		{"too many users", "POST", "/send", `{"users":["a","b","c","d"],"data":1}`, key, 400, "too many users"},
+		{"body too large", "POST", "/send", `{"users":["u1"],"data":"` + strings.Repeat("x", 4096) + `"}`, key, 413, "max_body_bytes"},
+		{"unknown path", "GET", "/nope", "", key, 404, "no such endpoint"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, hdr := tn.apiKey(t, tc.method, tc.path, tc.body, tc.auth)
+			if code != tc.status {
+				t.Fatalf("status %d, want %d (%v)", code, tc.status, out)
+			}
+			msg, _ := out["error"].(string)
+			if !strings.Contains(msg, tc.errHas) {
+				t.Fatalf("error %q, want it to mention %q", msg, tc.errHas)
+			}
+			if code == 405 && hdr.Get("Allow") == "" {
+				t.Fatal("405 without Allow")
+			}
+			if ct := hdr.Get("Content-Type"); ct != "application/json" {
+				t.Fatalf("Content-Type %q", ct)
+			}
+		})
+	}
+	// Bad requests changed nothing: the client's first frame is the good one.
+	tn.send(t, `{"users":["u1"],"data":"first"}`)
+	if f := c.next(t); f["data"] != "first" {
+		t.Fatalf("client got %v first, want the only valid message", f)
+	}
+}
+
+func TestHealthzAndCluster(t *testing.T) {
+	tn := startNode(t, testConfig(t))
+	code, out, _ := tn.apiKey(t, "GET", "/healthz", "", "")
+	if code != 200 || out["status"] != "ok" {
+		t.Fatalf("healthz: %d %v", code, out)
+	}
+	tn.dial(t, tn.token(t, "a", ""), dialOpts{})
+	tn.dial(t, tn.token(t, "b", ""), dialOpts{})
+	waitFor(t, "two sessions", func() bool { return tn.hub.Len() == 2 })
+	code, out, _ = tn.api(t, "GET", "/cluster", "")
+	if code != 200 || out["node"] != "t1" {
+		t.Fatalf("cluster: %d %v", code, out)
+	}
+	ms := out["members"].([]any)
+	m := ms[0].(map[string]any)
+	if len(ms) != 1 || m["name"] != "t1" || m["state"] != "alive" || m["sessions"] != 2.0 || m["addr"] == "" {
+		t.Fatalf("members: %v", ms)
+	}
+}
+
+func TestShutdownAnswersInFlightSend(t *testing.T) {
+	tn := startNode(t, testConfig(t))
+	c := tn.dial(t, tn.token(t, "f", ""), dialOpts{})
+	waitFor(t, "session registered", func() bool { return tn.hub.Len() == 1 })
+
+	body := `{"users":["f"],"data":"in flight"}`
+	conn, err := net.Dial("tcp", tn.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /send HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s", testAPIKey, len(body), body[:10])
+
+	stopped := make(chan struct{})
+	go func() { tn.stop(t); close(stopped) }()
+	waitFor(t, "listener closed", func() bool {
+		c, err := net.Dial("tcp", tn.Addr())
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	if _, err := conn.Write([]byte(body[10:])); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("in-flight /send got no answer: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("in-flight /send: %d", resp.StatusCode)
+	}
+	if f := c.next(t); f["data"] != "in flight" {
+		t.Fatalf("client got %v", f)
+	}
+	if code, _ := c.waitClose(t); code != 1012 {
+		t.Fatalf("close %d, want 1012 after the in-flight message", code)
+	}
+	<-stopped
+}
