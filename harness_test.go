@@ -198,7 +198,9 @@ func (tn *testNode) tryDial(token string, o dialOpts) (*wsClient, *http.Response
 	if o.rcvBuf > 0 {
 		d.Control = func(_, _ string, rc syscall.RawConn) error {
 			var serr error
-			err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, o.rcvBuf) })
+			err := rc.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, o.rcvBuf)
+			})
 			return errors.Join(err, serr)
 		}
 	}
