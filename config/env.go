@@ -4,7 +4,7 @@ import (
 	"encoding"
 	"fmt"
 	"reflect"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -41,8 +41,8 @@ func (c *Config) envKeys() map[string]envKey {
 // that names no key is an error, so a typo does not pass silently.
 func (c *Config) applyEnv(env []string) error {
 	keys := c.envKeys()
-	sort.Strings(env) // deterministic: the first bad variable is always the same one
-	for _, kv := range env {
+	// Sorted, so the first bad variable reported is always the same one.
+	for _, kv := range slices.Sorted(slices.Values(env)) {
 		name, val, ok := strings.Cut(kv, "=")
 		if !ok || !strings.HasPrefix(name, EnvPrefix) {
 			continue

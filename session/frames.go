@@ -2,7 +2,6 @@ package session
 
 import (
 	"encoding/json"
-	"strconv"
 )
 
 // Close codes sent to clients, with the reason text that goes with each.
@@ -40,10 +39,23 @@ var (
 func MessageFrame(id string, data []byte) []byte {
 	b := make([]byte, 0, len(`{"type":"message","id":,"data":}`)+len(id)+2+len(data))
 	b = append(b, `{"type":"message","id":`...)
-	b = strconv.AppendQuote(b, id)
+	b = appendJSONString(b, id)
 	b = append(b, `,"data":`...)
 	b = append(b, data...)
 	return append(b, '}')
+}
+
+// appendJSONString appends s as a JSON string.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			q, _ := json.Marshal(s) // a string always marshals
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // clientFrame is what a client may send; only "ping" means anything.
