@@ -101,6 +101,9 @@ func TestShutdownAnswersInFlightSend(t *testing.T) {
 	}
 	defer conn.Close()
 	fmt.Fprintf(conn, "POST /send HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s", testAPIKey, len(body), body[:10])
+	// Requests whose headers the server has not read when shutdown starts
+	// are not in flight (net/http drops them); wait until this one is.
+	waitFor(t, "request in the handler", func() bool { return tn.inFlight.Load() == 1 })
 
 	stopped := make(chan struct{})
 	go func() { tn.stop(t); close(stopped) }()

@@ -20,6 +20,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -140,7 +141,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan
 		return err
 	case <-ctx.Done():
 	}
-	log.Info("shutting down: closing sessions with 1012", "sessions", n.hub.Len(), "timeout", cfg.Node.ShutdownTimeout.D().String())
+	log.Info("shutting down: answering in-flight requests, then closing sessions with 1012",
+		"sessions", n.hub.Len(), "in_flight_requests", n.inFlight.Load(), "timeout", cfg.Node.ShutdownTimeout.D().String())
 	start := time.Now()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.Node.ShutdownTimeout.D())
 	defer cancel()
@@ -155,10 +157,11 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan
 // node is one running wsmesh node: the session hub, the cluster view and the
 // HTTP API, wired together.
 type node struct {
-	cfg *config.Config
-	hub *session.Hub
-	srv *http.Server
-	ln  net.Listener
+	cfg      *config.Config
+	hub      *session.Hub
+	srv      *http.Server
+	ln       net.Listener
+	inFlight atomic.Int64 // HTTP requests being handled (not WebSockets once upgraded)
 }
 
 func newNode(cfg *config.Config, log *slog.Logger) (*node, error) {
@@ -200,13 +203,18 @@ func newNode(cfg *config.Config, log *slog.Logger) (*node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on http.listen %s: %w", cfg.HTTP.Listen, err)
 	}
-	srv := &http.Server{
-		Handler:           api,
+	n := &node{cfg: cfg, hub: hub, ln: ln}
+	n.srv = &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			n.inFlight.Add(1)
+			defer n.inFlight.Add(-1)
+			api.ServeHTTP(w, r)
+		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	return &node{cfg: cfg, hub: hub, srv: srv, ln: ln}, nil
+	return n, nil
 }
 
 // Addr returns the HTTP listener's address.
@@ -267,7 +275,7 @@ func cmdToken(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if cfg.GeneratedSecret {
-		fmt.Fprintln(stderr, "wsmesh token: no jwt_secret configured (no config file found, WSMESH_AUTH_JWT_SECRET unset): a token would not verify on any node; pass -config FILE")
+		fmt.Fprintf(stderr, "wsmesh token: no auth.jwt_secret configured (config: %s, WSMESH_AUTH_JWT_SECRET unset): a token would not verify on any node; pass -config FILE\n", cfg.Source)
 		return 1
 	}
 	auth, err := session.NewAuthenticator([]byte(cfg.Auth.JWTSecret))

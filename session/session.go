@@ -92,6 +92,7 @@ func (s *Session) evict() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing == nil {
+		s.messages++
 		s.pushLocked(item{op: opMessage, data: frameEvicted})
 		s.closeLocked(disconnectEvicted)
 	}
