@@ -128,6 +128,8 @@ name = "p1"
 shutdown_timeout = "5s"
 [http]
 listen = "127.0.0.1:0"
+[cluster]
+bind = "127.0.0.1:0"
 [auth]
 jwt_secret = "`+testSecret+`"
 api_keys = ["`+testAPIKey+`"]

@@ -33,6 +33,7 @@ func testConfig(tb testing.TB) *config.Config {
 	c := config.Default()
 	c.Node.Name = "t1"
 	c.HTTP.Listen = "127.0.0.1:0"
+	c.Cluster.Bind = "127.0.0.1:0"
 	c.Auth.JWTSecret = testSecret
 	c.Auth.APIKeys = []string{testAPIKey}
 	c.Node.ShutdownTimeout = config.Duration(5 * time.Second)
@@ -68,12 +69,19 @@ func (w *tlogWriter) Write(p []byte) (int, error) {
 // startNode runs serve with cfg and stops it when the test ends.
 func startNode(tb testing.TB, cfg *config.Config) *testNode {
 	tb.Helper()
+	return startNodeHooks(tb, cfg, hooks{})
+}
+
+// startNodeHooks is startNode with test hooks.
+func startNodeHooks(tb testing.TB, cfg *config.Config, h hooks) *testNode {
+	tb.Helper()
 	lw := &tlogWriter{tb: tb}
 	log := slog.New(slog.NewTextHandler(lw, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan *node, 1)
+	h.ready = ready
 	tn := &testNode{cfg: cfg, cancel: cancel, done: make(chan error, 1)}
-	go func() { tn.done <- serve(ctx, cfg, log, ready) }()
+	go func() { tn.done <- serve(ctx, cfg, log, h) }()
 	select {
 	case tn.node = <-ready:
 	case err := <-tn.done:

@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/lmittmann/tint"
 
 	"wsmesh/cluster"
@@ -108,17 +109,24 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	log := newLogger(cfg.Log, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, cfg, log, nil); err != nil {
+	if err := serve(ctx, cfg, log, hooks{}); err != nil {
 		log.Error("node failed", "err", err)
 		return 1
 	}
 	return 0
 }
 
+// hooks let tests watch and bend a node; the zero value is production.
+type hooks struct {
+	ready chan<- *node                                                      // receives the node once it serves
+	tune  func(*memberlist.Config)                                          // adjusts gossip timings
+	wrap  func(memberlist.NodeAwareTransport) memberlist.NodeAwareTransport // fault injection
+}
+
 // serve runs a node until ctx ends, then shuts it down within
-// node.shutdown_timeout. ready, if not nil, receives the node once it serves.
-func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan<- *node) error {
-	n, err := newNode(cfg, log)
+// node.shutdown_timeout.
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, h hooks) error {
+	n, err := newNode(cfg, log, h)
 	if err != nil {
 		return err
 	}
@@ -133,8 +141,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan
 
 	errc := make(chan error, 1)
 	go func() { errc <- n.serve() }()
-	if ready != nil {
-		ready <- n
+	if h.ready != nil {
+		h.ready <- n
 	}
 	select {
 	case err := <-errc:
@@ -159,13 +167,28 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan
 type node struct {
 	cfg      *config.Config
 	hub      *session.Hub
+	cluster  *cluster.Cluster
 	srv      *http.Server
 	ln       net.Listener
 	inFlight atomic.Int64 // HTTP requests being handled (not WebSockets once upgraded)
 }
 
-func newNode(cfg *config.Config, log *slog.Logger) (*node, error) {
+func newNode(cfg *config.Config, log *slog.Logger, h hooks) (*node, error) {
 	auth, err := session.NewAuthenticator([]byte(cfg.Auth.JWTSecret))
+	if err != nil {
+		return nil, err
+	}
+	cl, err := cluster.New(cluster.Config{
+		NodeName:      cfg.Node.Name,
+		Bind:          cfg.Cluster.Bind,
+		Advertise:     cfg.Cluster.Advertise,
+		Seeds:         cfg.Cluster.Seeds,
+		SecretKeys:    cfg.Cluster.SecretKeys,
+		SingleDevice:  cfg.Session.SingleDevice,
+		Logger:        log,
+		Tune:          h.tune,
+		WrapTransport: h.wrap,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -178,16 +201,13 @@ func newNode(cfg *config.Config, log *slog.Logger) (*node, error) {
 		SingleDevice:    cfg.Session.SingleDevice,
 		AllowedOrigins:  cfg.Auth.AllowedOrigins,
 		Auth:            auth,
+		Observer:        relay.Announcer{Cluster: cl},
+		Clock:           cl.Now,
 		Logger:          log,
 	})
 	if err != nil {
 		return nil, err
 	}
-	advertise := cfg.Cluster.Advertise
-	if advertise == "" {
-		advertise = cfg.Cluster.Bind
-	}
-	cl := cluster.New(cluster.Config{NodeName: cfg.Node.Name, Advertise: advertise, Sessions: hub.Len})
 	api, err := relay.New(relay.Config{
 		Hub:             hub,
 		Cluster:         cl,
@@ -203,7 +223,11 @@ func newNode(cfg *config.Config, log *slog.Logger) (*node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on http.listen %s: %w", cfg.HTTP.Listen, err)
 	}
-	n := &node{cfg: cfg, hub: hub, ln: ln}
+	if err := cl.Start(api); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	n := &node{cfg: cfg, hub: hub, cluster: cl, ln: ln}
 	n.srv = &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			n.inFlight.Add(1)
@@ -228,10 +252,10 @@ func (n *node) serve() error {
 	return nil
 }
 
-// shutdown stops accepting, lets in-flight requests answer, then closes
-// every session with 1012.
+// shutdown stops accepting, lets in-flight requests answer, closes every
+// session with 1012, then leaves the cluster (peers see "left" at once).
 func (n *node) shutdown(ctx context.Context) error {
-	return errors.Join(n.srv.Shutdown(ctx), n.hub.Shutdown(ctx))
+	return errors.Join(n.srv.Shutdown(ctx), n.hub.Shutdown(ctx), n.cluster.Leave(ctx))
 }
 
 // newLogger builds the process logger: tint on a terminal, JSON otherwise.

@@ -1,10 +1,26 @@
-// Package cluster owns what a node knows of the cluster: its own identity
-// (name and boot epoch) and the members with their states. Until gossip
-// membership lands, a node is a cluster of one.
+// Package cluster owns what a node knows of the cluster: membership by
+// gossip (hashicorp/memberlist), this node's identity (name and boot
+// epoch), the cluster-wide session table, and ordered, acknowledged
+// messaging between nodes. It knows nothing of WebSockets or HTTP: local
+// sessions come in through AddLocal/RemoveLocal, and relay traffic and
+// evictions go out to the Handler it is given.
 package cluster
 
 import (
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 )
 
 // Member states, as GET /cluster reports them.
@@ -23,25 +39,94 @@ type Member struct {
 	Sessions int    `json:"sessions"`
 }
 
-// Config configures a Cluster.
+// Handler receives what other nodes ask of this one.
+type Handler interface {
+	// HandleRelay handles a relay payload from node from and returns the
+	// reply that goes back to it. It must not block.
+	HandleRelay(from string, payload []byte) []byte
+	// Evict closes the local session of user with that id: a newer login
+	// of the same key won elsewhere. It must not block.
+	Evict(user, session string)
+}
+
+// Config configures a Cluster. Zero values take the defaults named.
 type Config struct {
-	NodeName  string     // required: unique in the cluster
-	Advertise string     // the address other nodes reach this one at
-	Sessions  func() int // this node's live session count; default: 0
+	NodeName       string        // required: unique in the cluster
+	Bind           string        // gossip host:port; default "127.0.0.1:7946"; port 0 picks one
+	Advertise      string        // host:port other nodes reach; default: the bind address
+	Seeds          []string      // gossip addresses of nodes to join
+	SecretKeys     []string      // base64 AES keys; the first encrypts; none: no encryption
+	SingleDevice   bool          // one session per user cluster-wide, not per user and device
+	CallTimeout    time.Duration // default 1s: a node that does not ack by then is reported unreachable
+	QueueLimit     int           // default 65536 items queued per peer link
+	RejoinInterval time.Duration // default 30s: re-join seeds and lost members this often (heals partitions)
+	Logger         *slog.Logger  // default slog.Default()
+
+	// Tune adjusts memberlist's config before it starts (tests: faster failure detection).
+	Tune func(*memberlist.Config)
+	// WrapTransport wraps memberlist's network transport (tests: fault injection).
+	WrapTransport func(memberlist.NodeAwareTransport) memberlist.NodeAwareTransport
 }
 
-// Cluster is this node's view of the cluster.
+// Cluster is this node's membership in the cluster.
 type Cluster struct {
-	cfg   Config
-	epoch int64
+	cfg     Config
+	log     *slog.Logger
+	epoch   uint64
+	clock   clock
+	table   *table
+	handler Handler
+	ml      *memberlist.Memberlist
+
+	mu       sync.Mutex // guards peers, lost, conflict; never held while calling memberlist
+	peers    map[string]*peer
+	lost     map[string]lostMember // dead or left members, for /cluster and rejoining
+	conflict string                // address of another live node with our name
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
 }
 
-// New returns the view of a cluster of one: this node.
-func New(cfg Config) *Cluster {
-	if cfg.Sessions == nil {
-		cfg.Sessions = func() int { return 0 }
+type lostMember struct {
+	addr  string
+	state string
+	since time.Time
+}
+
+// New validates cfg and returns a Cluster that has not joined yet.
+func New(cfg Config) (*Cluster, error) {
+	if cfg.NodeName == "" {
+		return nil, errors.New("cluster: NodeName is required")
 	}
-	return &Cluster{cfg: cfg, epoch: time.Now().UnixNano()}
+	if cfg.Bind == "" {
+		cfg.Bind = "127.0.0.1:7946"
+	}
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = time.Second
+	}
+	if cfg.QueueLimit <= 0 {
+		cfg.QueueLimit = 1 << 16
+	}
+	if cfg.RejoinInterval <= 0 {
+		cfg.RejoinInterval = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	c := &Cluster{
+		cfg:   cfg,
+		log:   cfg.Logger.With("component", "cluster"),
+		epoch: uint64(time.Now().UnixNano()),
+		clock: clock{now: time.Now},
+		table: newTable(),
+		peers: map[string]*peer{},
+		lost:  map[string]lostMember{},
+	}
+	c.table.originLocked(cfg.NodeName).epoch = c.epoch
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	return c, nil
 }
 
 // Name returns this node's name.
@@ -49,13 +134,288 @@ func (c *Cluster) Name() string { return c.cfg.NodeName }
 
 // Epoch returns this node's boot epoch (Unix nanoseconds at start): a node
 // restarted with the same name has a larger one.
-func (c *Cluster) Epoch() int64 { return c.epoch }
+func (c *Cluster) Epoch() uint64 { return c.epoch }
 
-// Members returns every member, this node first.
-func (c *Cluster) Members() []Member {
-	return []Member{{Name: c.cfg.NodeName, Addr: c.cfg.Advertise, State: StateAlive, Sessions: c.cfg.Sessions()}}
+// Now returns a fresh hybrid logical clock stamp.
+func (c *Cluster) Now() uint64 { return uint64(c.clock.Now()) }
+
+// Start binds the gossip address, joins the seeds and keeps re-joining in
+// the background. With no seed answering it starts alone and says so. h
+// gets relay traffic and evictions. Another live node with this node's
+// name is an error.
+func (c *Cluster) Start(h Handler) error {
+	c.handler = h
+	mc, err := c.memberlistConfig()
+	if err != nil {
+		return err
+	}
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return fmt.Errorf("cluster: start gossip on cluster.bind %s: %w", c.cfg.Bind, err)
+	}
+	c.ml = ml
+	joined := c.join()
+	if addr := c.conflictAddr(); addr != "" {
+		_ = ml.Shutdown()
+		return fmt.Errorf("cluster: another live node is named %q (at %s): node.name must be unique in the cluster", c.cfg.NodeName, addr)
+	}
+	if !joined && len(c.cfg.Seeds) > 0 {
+		c.log.Warn("no seed answered: running alone, retrying in the background", "seeds", c.cfg.Seeds)
+	}
+	c.wg.Add(1)
+	go c.rejoinLoop(joined)
+	self := ml.LocalNode()
+	c.log.Info("gossip started", "node", c.cfg.NodeName, "addr", self.Address(), "members", ml.NumMembers(), "encrypted", len(c.cfg.SecretKeys) > 0)
+	return nil
 }
 
-// Owners returns the nodes that hold sessions of user. In a cluster of one,
-// that is this node, which answers for itself.
-func (c *Cluster) Owners(user string) []string { return []string{c.cfg.NodeName} }
+func (c *Cluster) memberlistConfig() (*memberlist.Config, error) {
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = c.cfg.NodeName
+	mc.EnableCompression = false // a third of SendReliable's throughput, and relay frames are small
+	mc.TCPTimeout = 2 * c.cfg.CallTimeout
+	mc.DeadNodeReclaimTime = 30 * time.Second
+	mc.PushPullInterval = 15 * time.Second
+	mc.Logger = log.New(&logBridge{log: c.log}, "", 0)
+	mc.Delegate = (*delegate)(c)
+	mc.Events = (*events)(c)
+	mc.Conflict = (*events)(c)
+
+	host, port, err := splitHostPort(c.cfg.Bind)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: cluster.bind: %w", err)
+	}
+	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{host}, BindPort: port, Logger: mc.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: listen on cluster.bind %s: %w", c.cfg.Bind, err)
+	}
+	if port == 0 {
+		port = nt.GetAutoBindPort()
+	}
+	mc.BindAddr, mc.BindPort, mc.AdvertisePort = host, port, port
+	if c.cfg.Advertise != "" {
+		ah, ap, err := splitHostPort(c.cfg.Advertise)
+		if err != nil {
+			_ = nt.Shutdown()
+			return nil, fmt.Errorf("cluster: cluster.advertise: %w", err)
+		}
+		mc.AdvertiseAddr, mc.AdvertisePort = ah, ap
+	}
+	var t memberlist.NodeAwareTransport = nt
+	if c.cfg.WrapTransport != nil {
+		t = c.cfg.WrapTransport(t)
+	}
+	mc.Transport = t
+
+	if len(c.cfg.SecretKeys) > 0 {
+		keys := make([][]byte, len(c.cfg.SecretKeys))
+		for i, k := range c.cfg.SecretKeys {
+			if keys[i], err = base64.StdEncoding.DecodeString(k); err != nil {
+				_ = nt.Shutdown()
+				return nil, fmt.Errorf("cluster: cluster.secret_keys[%d]: %w", i, err)
+			}
+		}
+		if mc.Keyring, err = memberlist.NewKeyring(keys, keys[0]); err != nil {
+			_ = nt.Shutdown()
+			return nil, fmt.Errorf("cluster: cluster.secret_keys: %w", err)
+		}
+	}
+	if c.cfg.Tune != nil {
+		c.cfg.Tune(mc)
+	}
+	return mc, nil
+}
+
+// splitHostPort splits host:port and resolves a host name to an IP.
+func splitHostPort(addr string) (string, int, error) {
+	h, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return "", 0, fmt.Errorf("invalid port in %q", addr)
+	}
+	if h == "" {
+		h = "0.0.0.0"
+	}
+	if net.ParseIP(h) == nil {
+		ip, err := net.ResolveIPAddr("ip", h)
+		if err != nil {
+			return "", 0, fmt.Errorf("resolve %q: %w", h, err)
+		}
+		h = ip.IP.String()
+	}
+	return h, port, nil
+}
+
+// join tries the seeds and every member lost from view once.
+func (c *Cluster) join() bool {
+	targets := slices.Clone(c.cfg.Seeds)
+	c.mu.Lock()
+	for _, m := range c.lost {
+		if !slices.Contains(targets, m.addr) {
+			targets = append(targets, m.addr)
+		}
+	}
+	c.mu.Unlock()
+	if len(targets) == 0 {
+		return true
+	}
+	n, err := c.ml.Join(targets)
+	if n == 0 {
+		c.log.Warn("join failed: no seed or lost member answered (if they run, check that cluster.secret_keys match)", "tried", targets, "err", err)
+		return false
+	}
+	c.log.Debug("joined", "answered", n, "members", c.ml.NumMembers())
+	return true
+}
+
+// rejoinLoop re-joins the seeds and lost members: with backoff while
+// nobody answered, then every RejoinInterval, which heals partitions
+// (memberlist never re-joins by itself).
+func (c *Cluster) rejoinLoop(joined bool) {
+	defer c.wg.Done()
+	backoff := time.Second
+	for {
+		wait := c.cfg.RejoinInterval
+		if !joined {
+			wait = backoff
+			backoff = min(2*backoff, c.cfg.RejoinInterval)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-c.ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if j := c.join(); j && !joined {
+			c.log.Info("joined the cluster", "members", c.ml.NumMembers())
+			backoff = time.Second
+			joined = true
+		} else {
+			joined = j
+		}
+	}
+}
+
+func (c *Cluster) conflictAddr() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.conflict
+}
+
+// Leave tells the other members this node is leaving, so they see "left"
+// at once, and stops gossip. Safe to call twice.
+func (c *Cluster) Leave(ctx context.Context) error {
+	var err error
+	c.once.Do(func() {
+		c.cancel()
+		if c.ml == nil {
+			return
+		}
+		timeout := time.Second
+		if d, ok := ctx.Deadline(); ok {
+			timeout = max(time.Until(d), 0)
+		}
+		err = c.ml.Leave(timeout)
+		c.mu.Lock()
+		for _, p := range c.peers {
+			close(p.stop)
+		}
+		c.peers = map[string]*peer{}
+		c.mu.Unlock()
+		if serr := c.ml.Shutdown(); serr != nil {
+			err = errors.Join(err, serr)
+		}
+		done := make(chan struct{})
+		go func() { c.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			err = errors.Join(err, ctx.Err())
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("cluster: leave: %w", err)
+	}
+	return nil
+}
+
+// Members returns every member known, this node first: alive and suspect
+// ones from gossip, dead and left ones remembered.
+func (c *Cluster) Members() []Member {
+	out := []Member{{Name: c.cfg.NodeName, State: StateAlive, Sessions: c.table.sessionsOf(c.cfg.NodeName)}}
+	if c.ml == nil {
+		return out
+	}
+	out[0].Addr = c.ml.LocalNode().Address()
+	for _, n := range c.ml.Members() {
+		if n.Name == c.cfg.NodeName {
+			continue
+		}
+		st := StateAlive
+		if n.State == memberlist.StateSuspect {
+			st = StateSuspect
+		}
+		out = append(out, Member{Name: n.Name, Addr: n.Address(), State: st, Sessions: c.table.sessionsOf(n.Name)})
+	}
+	c.mu.Lock()
+	for name, m := range c.lost {
+		if !slices.ContainsFunc(out, func(o Member) bool { return o.Name == name }) {
+			out = append(out, Member{Name: name, Addr: m.addr, State: m.state})
+		}
+	}
+	c.mu.Unlock()
+	slices.SortFunc(out[1:], func(a, b Member) int {
+		switch {
+		case a.Name < b.Name:
+			return -1
+		case a.Name > b.Name:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// Addr returns this node's gossip address (host:port), once started.
+func (c *Cluster) Addr() string {
+	if c.ml == nil {
+		return ""
+	}
+	return c.ml.LocalNode().Address()
+}
+
+// TableSize returns the number of sessions in the cluster-wide table.
+func (c *Cluster) TableSize() int { return c.table.size() }
+
+// Owners returns the nodes whose sessions of user the table knows.
+func (c *Cluster) Owners(user string) []string { return c.table.owners(user) }
+
+// Call sends payload to node's Handler.HandleRelay and returns its reply.
+// It fails fast with ErrUnknownNode, ErrUnreachable or ErrQueueFull, and
+// with ErrNoAnswer when the node does not answer within CallTimeout.
+// Calls to one node are handled there in the order they were made.
+func (c *Cluster) Call(ctx context.Context, node string, payload []byte) ([]byte, error) {
+	c.mu.Lock()
+	p := c.peers[node]
+	c.mu.Unlock()
+	if p == nil {
+		return nil, ErrUnknownNode
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+	defer cancel()
+	return p.call(ctx, payload)
+}
+
+// nodeMeta is what a node gossips about itself: its boot epoch.
+func (c *Cluster) nodeMeta() []byte { return binary.BigEndian.AppendUint64(nil, c.epoch) }
+
+func metaEpoch(meta []byte) uint64 {
+	if len(meta) < 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(meta)
+}

@@ -49,8 +49,8 @@ func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) error {
 	id := s.ids.next()
 	frame := session.MessageFrame(id, req.Data)
 	resp := sendResponse{ID: id, Results: make([]Result, 0, len(req.Users))}
-	for _, user := range req.Users {
-		for _, res := range s.deliver(user, req.Device, frame) {
+	for _, results := range s.route(r.Context(), req.Users, req.Device, frame) {
+		for _, res := range results {
 			switch res.Status {
 			case StatusDelivered:
 				resp.Delivered++
@@ -68,27 +68,6 @@ func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, resp)
 	return nil
-}
-
-// deliver hands frame to every session of user on the nodes that own them.
-func (s *Server) deliver(user, device string, frame []byte) []Result {
-	var out []Result
-	for _, node := range s.cfg.Cluster.Owners(user) {
-		if node != s.cfg.Cluster.Name() {
-			continue // remote owners: relayed once the cluster lands
-		}
-		for _, d := range s.cfg.Hub.Deliver(user, device, frame) {
-			res := Result{User: user, Device: d.Device, Node: node, Status: StatusDelivered}
-			if d.Err != nil {
-				res.Status, res.Error = StatusError, errorReason(d.Err)
-			}
-			out = append(out, res)
-		}
-	}
-	if len(out) == 0 {
-		out = append(out, Result{User: user, Status: StatusOffline})
-	}
-	return out
 }
 
 func errorReason(err error) string {

@@ -4,6 +4,7 @@
 package relay
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -18,11 +19,14 @@ import (
 )
 
 // Cluster is what relay needs of the cluster: who is this node, who are the
-// members, and which nodes hold a user's sessions.
+// members, which nodes hold a user's sessions, and a call to another node.
+// *cluster.Cluster implements it.
 type Cluster interface {
 	Name() string
 	Members() []cluster.Member
+	TableSize() int
 	Owners(user string) []string
+	Call(ctx context.Context, node string, payload []byte) ([]byte, error)
 }
 
 // Config configures a Server. Zero values take the defaults named.
@@ -141,12 +145,13 @@ func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) error {
 }
 
 type clusterResponse struct {
-	Node    string           `json:"node"`
-	Members []cluster.Member `json:"members"`
+	Node      string           `json:"node"`
+	TableSize int              `json:"table_size"` // sessions in this node's cluster-wide table
+	Members   []cluster.Member `json:"members"`
 }
 
 func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) error {
-	writeJSON(w, http.StatusOK, clusterResponse{Node: s.cfg.Cluster.Name(), Members: s.cfg.Cluster.Members()})
+	writeJSON(w, http.StatusOK, clusterResponse{Node: s.cfg.Cluster.Name(), TableSize: s.cfg.Cluster.TableSize(), Members: s.cfg.Cluster.Members()})
 	return nil
 }
 

@@ -34,8 +34,9 @@ type Config struct {
 	SingleDevice    bool          // one session per user, not per user and device
 	AllowedOrigins  []string      // default: any Origin
 	Auth            *Authenticator
-	Observer        Observer     // default: none
-	Logger          *slog.Logger // default: slog.Default()
+	Observer        Observer      // default: none
+	Clock           func() uint64 // stamps logins, strictly increasing; default: a local counter
+	Logger          *slog.Logger  // default: slog.Default()
 }
 
 // Observer hears of sessions opening and closing. Calls come from the
@@ -87,6 +88,10 @@ func New(cfg Config) (*Hub, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Clock == nil {
+		var n atomic.Uint64
+		cfg.Clock = func() uint64 { return n.Add(1) }
 	}
 	h := &Hub{cfg: cfg, log: cfg.Logger.With("component", "session"), seed: maphash.MakeSeed()}
 	for i := range h.shards {
@@ -173,10 +178,13 @@ func (h *Hub) originAllowed(origin string) bool {
 	return slices.ContainsFunc(h.cfg.AllowedOrigins, func(o string) bool { return strings.EqualFold(o, origin) })
 }
 
-// register adds s and evicts the session it replaces, if any.
+// register stamps s, adds it and evicts the session it replaces, if any.
+// The stamp is taken under the shard lock, so on one node a later login of
+// a user always has the larger stamp.
 func (h *Hub) register(s *Session) {
 	sh := h.shard(s.info.User)
 	sh.mu.Lock()
+	s.info.Stamp = h.cfg.Clock()
 	list := sh.users[s.info.User]
 	var evicted []*Session
 	kept := list[:0]
@@ -215,6 +223,27 @@ func (h *Hub) unregister(s *Session) bool {
 		sh.users[s.info.User] = list
 	}
 	h.count.Add(-1)
+	return true
+}
+
+// Evict closes user's session with that id as a duplicate login (the
+// "evicted" frame, then 4000): a newer login of its key won on another
+// node. It reports whether such a session was here. Safe to call twice.
+func (h *Hub) Evict(user, id string) bool {
+	sh := h.shard(user)
+	sh.mu.RLock()
+	i := slices.IndexFunc(sh.users[user], func(s *Session) bool { return s.info.ID == id })
+	var s *Session
+	if i >= 0 {
+		s = sh.users[user][i]
+	}
+	sh.mu.RUnlock()
+	if s == nil {
+		return false
+	}
+	s.evict()
+	h.log.Info("session evicted", "user", s.info.User, "device", s.info.Device, "remote", s.info.Remote,
+		"session", s.info.ID, "by", "a newer login on another node")
 	return true
 }
 

@@ -21,6 +21,7 @@ type Info struct {
 	Device    string
 	Remote    string
 	Connected time.Time
+	Stamp     uint64 // from Config.Clock when registered: a later login has a larger one
 }
 
 type op uint8

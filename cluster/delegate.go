@@ -1,0 +1,196 @@
+package cluster
+
+import (
+	"bytes"
+	"log/slog"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"wsmesh/internal/wire"
+)
+
+// delegate adapts the Cluster to memberlist.Delegate. Its methods copy
+// what they need, hand off and return.
+type delegate Cluster
+
+func (d *delegate) NodeMeta(limit int) []byte { return (*Cluster)(d).nodeMeta() }
+
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+
+// NotifyMsg routes a batch or an ack to the link of the node that sent it.
+func (d *delegate) NotifyMsg(b []byte) {
+	c := (*Cluster)(d)
+	if len(b) == 0 {
+		return
+	}
+	msg := bytes.Clone(b) // memberlist reuses b
+	r := wire.NewReader(msg[1:])
+	from := r.String()
+	c.mu.Lock()
+	p := c.peers[from]
+	c.mu.Unlock()
+	if p == nil || r.Err() != nil {
+		c.log.Debug("message from an unknown node dropped", "from", from, "type", msg[0])
+		return
+	}
+	switch msg[0] {
+	case msgBatch:
+		select {
+		case p.inbox <- msg:
+		default: // the sender times out and resyncs
+			c.log.Warn("inbox full: batch dropped", "peer", from)
+		}
+	case msgAck:
+		a := ack{epoch: r.Uvarint(), seq: r.Uvarint()}
+		n := r.Count()
+		a.replies = make([][]byte, n)
+		for i := range n {
+			a.replies[i] = r.Bytes()
+		}
+		if r.Err() != nil {
+			c.log.Warn("malformed ack", "peer", from, "err", r.Err())
+			return
+		}
+		select {
+		case p.acks <- a:
+		default:
+		}
+	}
+}
+
+// LocalState is the push/pull digest: this node's name, epoch and seq,
+// not its sessions.
+func (d *delegate) LocalState(join bool) []byte {
+	c := (*Cluster)(d)
+	c.table.mu.RLock()
+	seq := c.table.origins[c.cfg.NodeName].seq
+	c.table.mu.RUnlock()
+	b := wire.AppendString(nil, c.cfg.NodeName)
+	b = wire.AppendUvarint(b, c.epoch)
+	return wire.AppendUvarint(b, seq)
+}
+
+// MergeRemoteState asks a peer for its snapshot when its digest shows
+// deltas this node has not seen.
+func (d *delegate) MergeRemoteState(buf []byte, join bool) {
+	c := (*Cluster)(d)
+	r := wire.NewReader(buf)
+	name, epoch, seq := r.String(), r.Uvarint(), r.Uvarint()
+	if r.Err() != nil || name == c.cfg.NodeName {
+		return
+	}
+	c.table.mu.RLock()
+	o := c.table.origins[name]
+	behind := o == nil || o.epoch != epoch || o.seq < seq
+	c.table.mu.RUnlock()
+	c.mu.Lock()
+	p := c.peers[name]
+	c.mu.Unlock()
+	if behind && p != nil {
+		c.log.Debug("digest shows missed deltas: asking for a snapshot", "peer", name, "seq", seq)
+		_ = p.enqueue(&call{kind: kindSnapshotReq})
+	}
+}
+
+// events adapts the Cluster to memberlist's EventDelegate and
+// ConflictDelegate. memberlist calls them with its locks held: they must
+// not call back into memberlist.
+type events Cluster
+
+func (e *events) NotifyJoin(n *memberlist.Node) {
+	c := (*Cluster)(e)
+	if n.Name == c.cfg.NodeName {
+		return
+	}
+	node := *n
+	c.mu.Lock()
+	delete(c.lost, n.Name)
+	p := c.peers[n.Name]
+	fresh := p == nil && c.ctx.Err() == nil
+	if fresh {
+		p = newPeer(c, &node, metaEpoch(n.Meta))
+		c.peers[n.Name] = p
+	}
+	c.mu.Unlock()
+	if fresh {
+		p.start()
+	}
+	c.log.Info("member joined", "member", n.Name, "addr", n.Address())
+}
+
+func (e *events) NotifyLeave(n *memberlist.Node) {
+	c := (*Cluster)(e)
+	if n.Name == c.cfg.NodeName {
+		return
+	}
+	state := StateDead
+	if n.State == memberlist.StateLeft {
+		state = StateLeft
+	}
+	c.mu.Lock()
+	if p := c.peers[n.Name]; p != nil {
+		close(p.stop)
+		delete(c.peers, n.Name)
+	}
+	c.lost[n.Name] = lostMember{addr: n.Address(), state: state, since: time.Now()}
+	c.mu.Unlock()
+	c.table.mu.Lock()
+	dropped := c.table.dropLocked(n.Name)
+	c.table.mu.Unlock()
+	msg := "member failed"
+	if state == StateLeft {
+		msg = "member left"
+	}
+	c.log.Info(msg, "member", n.Name, "addr", n.Address(), "sessions_dropped", dropped)
+}
+
+func (e *events) NotifyUpdate(n *memberlist.Node) {
+	c := (*Cluster)(e)
+	c.mu.Lock()
+	p := c.peers[n.Name]
+	c.mu.Unlock()
+	if p == nil {
+		return
+	}
+	node := *n
+	epoch := metaEpoch(n.Meta)
+	p.mu.Lock()
+	p.node = &node
+	restarted := epoch != p.epoch
+	p.epoch = epoch
+	p.mu.Unlock()
+	if restarted {
+		c.log.Info("member restarted", "member", n.Name, "addr", n.Address())
+		p.resync()
+	}
+}
+
+// NotifyConflict hears of two nodes claiming one name.
+func (e *events) NotifyConflict(existing, other *memberlist.Node) {
+	c := (*Cluster)(e)
+	if existing.Name == c.cfg.NodeName {
+		c.mu.Lock()
+		c.conflict = other.Address()
+		c.mu.Unlock()
+		c.log.Error("another node uses this node's name: node.name must be unique", "name", existing.Name, "other", other.Address())
+		return
+	}
+	c.log.Warn("two nodes claim one name", "name", existing.Name, "known", existing.Address(), "other", other.Address())
+}
+
+// logBridge turns memberlist's "[LEVEL] memberlist: text" lines into slog records.
+type logBridge struct{ log *slog.Logger }
+
+func (l *logBridge) Write(p []byte) (int, error) {
+	line := string(bytes.TrimRight(p, "\n"))
+	level := slog.LevelInfo
+	for prefix, lv := range map[string]slog.Level{"[DEBUG] ": slog.LevelDebug, "[INFO] ": slog.LevelInfo, "[WARN] ": slog.LevelWarn, "[ERR] ": slog.LevelError, "[ERROR] ": slog.LevelError} {
+		if len(line) >= len(prefix) && line[:len(prefix)] == prefix {
+			level, line = lv, line[len(prefix):]
+			break
+		}
+	}
+	l.log.Log(nil, level, line)
+	return len(p), nil
+}
