@@ -31,7 +31,7 @@ func newTestCluster(tb testing.TB, n int, opts ...func(i int, c *testConfigHooks
 		if i > 0 {
 			cfg.Cluster.Seeds = []string{nodes[0].cluster.Addr()}
 		}
-		h := &testConfigHooks{hooks: hooks{tune: fastGossip}}
+		h := &testConfigHooks{hooks: hooks{tune: fastGossip, rejoin: 500 * time.Millisecond}}
 		for _, o := range opts {
 			o(i, h)
 		}

@@ -118,9 +118,10 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 
 // hooks let tests watch and bend a node; the zero value is production.
 type hooks struct {
-	ready chan<- *node                                                      // receives the node once it serves
-	tune  func(*memberlist.Config)                                          // adjusts gossip timings
-	wrap  func(memberlist.NodeAwareTransport) memberlist.NodeAwareTransport // fault injection
+	ready  chan<- *node                                                      // receives the node once it serves
+	tune   func(*memberlist.Config)                                          // adjusts gossip timings
+	wrap   func(memberlist.NodeAwareTransport) memberlist.NodeAwareTransport // fault injection
+	rejoin time.Duration                                                     // how often to re-join seeds and lost members (0: the default, 30s)
 }
 
 // serve runs a node until ctx ends, then shuts it down within
@@ -179,15 +180,16 @@ func newNode(cfg *config.Config, log *slog.Logger, h hooks) (*node, error) {
 		return nil, err
 	}
 	cl, err := cluster.New(cluster.Config{
-		NodeName:      cfg.Node.Name,
-		Bind:          cfg.Cluster.Bind,
-		Advertise:     cfg.Cluster.Advertise,
-		Seeds:         cfg.Cluster.Seeds,
-		SecretKeys:    cfg.Cluster.SecretKeys,
-		SingleDevice:  cfg.Session.SingleDevice,
-		Logger:        log,
-		Tune:          h.tune,
-		WrapTransport: h.wrap,
+		NodeName:       cfg.Node.Name,
+		Bind:           cfg.Cluster.Bind,
+		Advertise:      cfg.Cluster.Advertise,
+		Seeds:          cfg.Cluster.Seeds,
+		SecretKeys:     cfg.Cluster.SecretKeys,
+		SingleDevice:   cfg.Session.SingleDevice,
+		Logger:         log,
+		Tune:           h.tune,
+		WrapTransport:  h.wrap,
+		RejoinInterval: h.rejoin,
 	})
 	if err != nil {
 		return nil, err
