@@ -78,10 +78,12 @@ type Cluster struct {
 	handler Handler
 	ml      *memberlist.Memberlist
 
-	mu       sync.Mutex // guards peers, lost, conflict; never held while calling memberlist
+	mu       sync.Mutex // guards the fields below; never held while calling memberlist
 	peers    map[string]*peer
-	lost     map[string]lostMember // dead or left members, for /cluster and rejoining
-	conflict string                // address of another live node with our name
+	lost     map[string]lostMember  // dead or left members, for /cluster and rejoining
+	leaving  map[string]time.Time   // members that said they are leaving
+	parked   map[string][]parkedMsg // batches from nodes not yet joined here
+	conflict string                 // address of another live node with our name
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -116,13 +118,15 @@ func New(cfg Config) (*Cluster, error) {
 		cfg.Logger = slog.Default()
 	}
 	c := &Cluster{
-		cfg:   cfg,
-		log:   cfg.Logger.With("component", "cluster"),
-		epoch: uint64(time.Now().UnixNano()),
-		clock: clock{now: time.Now},
-		table: newTable(),
-		peers: map[string]*peer{},
-		lost:  map[string]lostMember{},
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "cluster"),
+		epoch:   uint64(time.Now().UnixNano()),
+		clock:   clock{now: time.Now},
+		table:   newTable(),
+		peers:   map[string]*peer{},
+		lost:    map[string]lostMember{},
+		leaving: map[string]time.Time{},
+		parked:  map[string][]parkedMsg{},
 	}
 	c.table.originLocked(cfg.NodeName).epoch = c.epoch
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -315,6 +319,7 @@ func (c *Cluster) Leave(ctx context.Context) error {
 		if c.ml == nil {
 			return
 		}
+		c.announceLeaving(ctx)
 		timeout := time.Second
 		if d, ok := ctx.Deadline(); ok {
 			timeout = max(time.Until(d), 0)
@@ -343,6 +348,25 @@ func (c *Cluster) Leave(ctx context.Context) error {
 	return nil
 }
 
+// announceLeaving tells every peer this node leaves on purpose, so they
+// report it "left" (memberlist's events do not say which), waiting for
+// their acks at most half a second.
+func (c *Cluster) announceLeaving(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	c.mu.Lock()
+	peers := make([]*peer, 0, len(c.peers))
+	for _, p := range c.peers {
+		peers = append(peers, p)
+	}
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, p := range peers {
+		wg.Go(func() { _, _ = p.call(ctx, kindLeaving, nil) })
+	}
+	wg.Wait()
+}
+
 // Members returns every member known, this node first: alive and suspect
 // ones from gossip, dead and left ones remembered.
 func (c *Cluster) Members() []Member {
@@ -356,9 +380,11 @@ func (c *Cluster) Members() []Member {
 			continue
 		}
 		st := StateAlive
-		if n.State == memberlist.StateSuspect {
-			st = StateSuspect
+		c.mu.Lock()
+		if p := c.peers[n.Name]; p != nil && p.isFailing() {
+			st = StateSuspect // gossip still lists it, but our link to it fails
 		}
+		c.mu.Unlock()
 		out = append(out, Member{Name: n.Name, Addr: n.Address(), State: st, Sessions: c.table.sessionsOf(n.Name)})
 	}
 	c.mu.Lock()
@@ -407,7 +433,7 @@ func (c *Cluster) Call(ctx context.Context, node string, payload []byte) ([]byte
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
 	defer cancel()
-	return p.call(ctx, payload)
+	return p.call(ctx, kindRelay, payload)
 }
 
 // nodeMeta is what a node gossips about itself: its boot epoch.

@@ -27,11 +27,18 @@ func (d *delegate) NotifyMsg(b []byte) {
 	msg := bytes.Clone(b) // memberlist reuses b
 	r := wire.NewReader(msg[1:])
 	from := r.String()
+	if r.Err() != nil {
+		c.log.Warn("malformed message dropped", "type", msg[0], "err", r.Err())
+		return
+	}
 	c.mu.Lock()
 	p := c.peers[from]
+	if p == nil && msg[0] == msgBatch {
+		// The sender saw us join before we saw it: keep the batch until we do.
+		c.parkLocked(from, msg)
+	}
 	c.mu.Unlock()
-	if p == nil || r.Err() != nil {
-		c.log.Debug("message from an unknown node dropped", "from", from, "type", msg[0])
+	if p == nil {
 		return
 	}
 	switch msg[0] {
@@ -57,6 +64,33 @@ func (d *delegate) NotifyMsg(b []byte) {
 		default:
 		}
 	}
+}
+
+// parkedMsg is a batch from a node this one has not seen join yet.
+type parkedMsg struct {
+	msg []byte
+	at  time.Time
+}
+
+// Parking limits: a few batches per sender, from a few senders.
+const (
+	maxParkedPerNode = 8
+	maxParkedNodes   = 64
+)
+
+// parkLocked keeps msg from an unknown sender for a moment; c.mu must be held.
+func (c *Cluster) parkLocked(from string, msg []byte) {
+	for name, list := range c.parked { // expire
+		if time.Since(list[len(list)-1].at) > c.cfg.CallTimeout {
+			delete(c.parked, name)
+		}
+	}
+	list := c.parked[from]
+	if len(list) >= maxParkedPerNode || (list == nil && len(c.parked) >= maxParkedNodes) {
+		c.log.Debug("batch from an unknown node dropped", "from", from)
+		return
+	}
+	c.parked[from] = append(list, parkedMsg{msg: msg, at: time.Now()})
 }
 
 // LocalState is the push/pull digest: this node's name, epoch and seq,
@@ -108,12 +142,20 @@ func (e *events) NotifyJoin(n *memberlist.Node) {
 	delete(c.lost, n.Name)
 	p := c.peers[n.Name]
 	fresh := p == nil && c.ctx.Err() == nil
+	var parked []parkedMsg
 	if fresh {
 		p = newPeer(c, &node, metaEpoch(n.Meta))
 		c.peers[n.Name] = p
+		parked = c.parked[n.Name]
+		delete(c.parked, n.Name)
 	}
 	c.mu.Unlock()
 	if fresh {
+		for _, m := range parked {
+			if time.Since(m.at) < c.cfg.CallTimeout {
+				p.inbox <- m.msg // room: the inbox is new and parking is bounded below its size
+			}
+		}
 		p.start()
 	}
 	c.log.Info("member joined", "member", n.Name, "addr", n.Address())
@@ -124,11 +166,12 @@ func (e *events) NotifyLeave(n *memberlist.Node) {
 	if n.Name == c.cfg.NodeName {
 		return
 	}
+	c.mu.Lock()
 	state := StateDead
-	if n.State == memberlist.StateLeft {
+	if at, ok := c.leaving[n.Name]; ok && time.Since(at) < time.Minute {
 		state = StateLeft
 	}
-	c.mu.Lock()
+	delete(c.leaving, n.Name)
 	if p := c.peers[n.Name]; p != nil {
 		close(p.stop)
 		delete(c.peers, n.Name)

@@ -33,6 +33,7 @@ const (
 	kindDelta       byte = 2  // one connect or disconnect on the sender
 	kindSnapshotReq byte = 3  // "send me your snapshot"
 	kindEvict       byte = 4  // a newer login of a key the receiver holds
+	kindLeaving     byte = 5  // the sender is leaving on purpose: report it "left", not "dead"
 	kindRelay       byte = 16 // for the relay handler; its reply goes back in the ack
 )
 
@@ -72,7 +73,9 @@ type peer struct {
 	node         *memberlist.Node
 	epoch        uint64 // the peer's boot epoch, from its meta
 	queue        []*call
-	needSnapshot bool // send our snapshot first in the next batch
+	needSnapshot bool      // send our snapshot first in the next batch
+	downUntil    time.Time // after a failed batch: calls fail at once until then
+	failing      bool      // the last batch failed: the peer is suspect
 
 	wake  chan struct{} // buffered(1): the queue is not empty
 	acks  chan ack
@@ -106,12 +109,17 @@ func (p *peer) start() {
 	go p.receiveLoop()
 }
 
-// enqueue queues a call. A full queue fails the call at once.
+// enqueue queues a call. A full queue fails the call at once, and so does
+// a link that failed moments ago, while it backs off.
 func (p *peer) enqueue(cl *call) error {
 	p.mu.Lock()
 	if len(p.queue) >= p.c.cfg.QueueLimit {
 		p.mu.Unlock()
 		return ErrQueueFull
+	}
+	if cl.reply != nil && time.Now().Before(p.downUntil) {
+		p.mu.Unlock()
+		return ErrUnreachable
 	}
 	p.queue = append(p.queue, cl)
 	p.mu.Unlock()
@@ -141,6 +149,12 @@ func (p *peer) resync() {
 	p.needSnapshot = true
 	p.mu.Unlock()
 	_ = p.enqueue(&call{kind: kindSnapshotReq})
+}
+
+func (p *peer) isFailing() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.failing
 }
 
 func (p *peer) kick() {
@@ -200,6 +214,7 @@ func (p *peer) takeBatch() []*call {
 func (p *peer) sendLoop() {
 	defer p.c.wg.Done()
 	var seq uint64
+	failures := 0
 	timer := time.NewTimer(0)
 	<-timer.C
 	for {
@@ -214,48 +229,106 @@ func (p *peer) sendLoop() {
 			continue
 		}
 		seq++
-		msg := encodeBatch(p.c.cfg.NodeName, p.c.epoch, seq, batch)
-		p.mu.Lock()
-		node := p.node
-		p.mu.Unlock()
-		start := time.Now()
-		if err := p.c.ml.SendReliable(node, msg); err != nil {
-			p.c.log.Debug("link send failed", "peer", p.name, "items", len(batch), "err", err)
-			p.failed(batch, fmt.Errorf("%w: %v", ErrUnreachable, err))
-			continue
-		}
-		timer.Reset(p.c.cfg.CallTimeout - time.Since(start))
-	wait:
-		for {
-			select {
-			case a := <-p.acks:
-				if a.epoch != p.c.epoch || a.seq != seq {
-					continue // an ack of an abandoned batch
-				}
-				if !timer.Stop() {
-					<-timer.C
-				}
-				for i, cl := range batch {
-					if cl.reply != nil {
-						var data []byte
-						if i < len(a.replies) {
-							data = a.replies[i]
-						}
-						cl.reply <- callResult{data: data}
-					}
-				}
-				break wait
-			case <-timer.C:
-				p.c.log.Debug("link ack timed out", "peer", p.name, "seq", seq, "items", len(batch))
-				p.failed(batch, ErrNoAnswer)
-				break wait
-			case <-p.stop:
-				p.failed(batch, ErrUnreachable)
+		err := p.sendBatch(seq, batch, timer)
+		switch {
+		case errors.Is(err, ErrClosed):
+			p.failQueued(ErrUnreachable)
+			return
+		case err != nil:
+			failures++
+			if !p.backOff(failures, timer) {
 				p.failQueued(ErrUnreachable)
 				return
 			}
+		default:
+			failures = 0
+		}
+		p.mu.Lock()
+		p.failing = failures > 0
+		p.mu.Unlock()
+	}
+}
+
+// sendBatch sends one batch and waits for its ack; every call in it is
+// answered either way. ErrClosed: the link is stopping.
+func (p *peer) sendBatch(seq uint64, batch []*call, timer *time.Timer) error {
+	msg := encodeBatch(p.c.cfg.NodeName, p.c.epoch, seq, batch)
+	p.mu.Lock()
+	node := p.node
+	p.mu.Unlock()
+	start := time.Now()
+	if err := p.c.ml.SendReliable(node, msg); err != nil {
+		p.c.log.Debug("link send failed", "peer", p.name, "items", len(batch), "err", err)
+		err = fmt.Errorf("%w: %v", ErrUnreachable, err)
+		p.failed(batch, err)
+		return err
+	}
+	timer.Reset(p.c.cfg.CallTimeout - time.Since(start))
+	for {
+		select {
+		case a := <-p.acks:
+			if a.epoch != p.c.epoch || a.seq != seq {
+				continue // the ack of an abandoned batch
+			}
+			if !timer.Stop() {
+				<-timer.C
+			}
+			for i, cl := range batch {
+				if cl.reply != nil {
+					var data []byte
+					if i < len(a.replies) {
+						data = a.replies[i]
+					}
+					cl.reply <- callResult{data: data}
+				}
+			}
+			return nil
+		case <-timer.C:
+			p.c.log.Debug("link ack timed out", "peer", p.name, "seq", seq, "items", len(batch))
+			p.failed(batch, ErrNoAnswer)
+			return ErrNoAnswer
+		case <-p.stop:
+			p.failed(batch, ErrUnreachable)
+			return ErrClosed
 		}
 	}
+}
+
+// backOff waits after the failures-th failed batch in a row (20ms, 40ms,
+// ... up to CallTimeout); calls made meanwhile fail at once. False: the
+// link is stopping.
+func (p *peer) backOff(failures int, timer *time.Timer) bool {
+	d := min(20*time.Millisecond<<min(failures-1, 10), p.c.cfg.CallTimeout)
+	p.mu.Lock()
+	p.downUntil = time.Now().Add(d)
+	q := p.queue
+	p.queue = dropCalls(p.queue)
+	p.mu.Unlock()
+	for _, cl := range q {
+		if cl.reply != nil {
+			cl.reply <- callResult{err: ErrUnreachable}
+		}
+	}
+	timer.Reset(d)
+	select {
+	case <-timer.C:
+		p.kick()
+		return true
+	case <-p.stop:
+		timer.Stop()
+		return false
+	}
+}
+
+// dropCalls keeps the items nobody waits for (table traffic).
+func dropCalls(q []*call) []*call {
+	out := make([]*call, 0, len(q))
+	for _, cl := range q {
+		if cl.reply == nil {
+			out = append(out, cl)
+		}
+	}
+	return out
 }
 
 // failed answers a batch that may not have arrived; the peer's copy of
@@ -284,9 +357,9 @@ func (p *peer) failQueued(err error) {
 	}
 }
 
-// call queues payload for the peer's relay handler and waits for its reply.
-func (p *peer) call(ctx context.Context, payload []byte) ([]byte, error) {
-	cl := &call{kind: kindRelay, payload: payload, reply: make(chan callResult, 1)}
+// call queues an item for the peer and waits for the peer's reply.
+func (p *peer) call(ctx context.Context, kind byte, payload []byte) ([]byte, error) {
+	cl := &call{kind: kind, payload: payload, reply: make(chan callResult, 1)}
 	if err := p.enqueue(cl); err != nil {
 		return nil, err
 	}

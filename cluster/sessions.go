@@ -110,6 +110,10 @@ func (c *Cluster) handleItem(p *peer, kind byte, payload []byte) []byte {
 		c.applyDelta(p, payload)
 	case kindEvict:
 		c.applyEvict(p, payload)
+	case kindLeaving:
+		c.mu.Lock()
+		c.leaving[p.name] = time.Now()
+		c.mu.Unlock()
 	default:
 		c.log.Warn("unknown item kind from peer", "peer", p.name, "kind", kind)
 	}
