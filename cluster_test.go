@@ -8,6 +8,7 @@ import (
 	"github.com/hashicorp/memberlist"
 
 	"wsmesh/cluster"
+	"wsmesh/config"
 )
 
 // fastGossip makes failure detection quick enough for tests.
@@ -31,7 +32,7 @@ func newTestCluster(tb testing.TB, n int, opts ...func(i int, c *testConfigHooks
 		if i > 0 {
 			cfg.Cluster.Seeds = []string{nodes[0].cluster.Addr()}
 		}
-		h := &testConfigHooks{hooks: hooks{tune: fastGossip, rejoin: 500 * time.Millisecond}}
+		h := &testConfigHooks{hooks: hooks{tune: fastGossip, rejoin: 500 * time.Millisecond}, cfg: cfg}
 		for _, o := range opts {
 			o(i, h)
 		}
@@ -41,7 +42,11 @@ func newTestCluster(tb testing.TB, n int, opts ...func(i int, c *testConfigHooks
 	return nodes
 }
 
-type testConfigHooks struct{ hooks }
+// testConfigHooks is what a newTestCluster option may change for node i.
+type testConfigHooks struct {
+	hooks
+	cfg *config.Config
+}
 
 // waitConverged waits until every node lists every other as alive.
 func waitConverged(tb testing.TB, nodes []*testNode) {
