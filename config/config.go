@@ -281,6 +281,9 @@ func (c *Config) validate() error {
 
 // checkExposure refuses weak secrets on a listener reachable from other hosts.
 func (c *Config) checkExposure() error {
+	if !IsLoopback(c.Cluster.Bind) && len(c.Cluster.SecretKeys) == 0 {
+		return c.keyErr("cluster.secret_keys", "is empty; cluster.bind %q is not a loopback address, so gossip and relay must be encrypted: set a random key (head -c 32 /dev/urandom | base64)", c.Cluster.Bind)
+	}
 	if IsLoopback(c.HTTP.Listen) {
 		return nil
 	}

@@ -456,3 +456,20 @@ func TestDurationText(t *testing.T) {
 		t.Errorf("a failed UnmarshalText changed the value to %s", d.D())
 	}
 }
+
+func TestLoadClusterExposure(t *testing.T) {
+	const key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+	for _, bind := range []string{"0.0.0.0:7946", ":7946", "10.0.0.5:7946"} {
+		t.Run("no key/"+bind, func(t *testing.T) {
+			path := writeConfig(t, "[cluster]\nbind = \""+bind+"\"\n")
+			_, err := Load(path, nil)
+			wantErrContains(t, err, "cluster.secret_keys", path, `"`+bind+`"`, "not a loopback")
+		})
+		t.Run("key/"+bind, func(t *testing.T) {
+			path := writeConfig(t, "[cluster]\nbind = \""+bind+"\"\nsecret_keys = [\""+key+"\"]\n")
+			if _, err := Load(path, nil); err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+		})
+	}
+}
