@@ -320,11 +320,15 @@ func (c *Cluster) Leave(ctx context.Context) error {
 			return
 		}
 		c.announceLeaving(ctx)
+		// The leave broadcast goes out on the next gossip round; when every
+		// peer is gone already, nobody takes it, so do not wait long.
 		timeout := time.Second
 		if d, ok := ctx.Deadline(); ok {
-			timeout = max(time.Until(d), 0)
+			timeout = min(max(time.Until(d), 0), timeout)
 		}
-		err = c.ml.Leave(timeout)
+		if lerr := c.ml.Leave(timeout); lerr != nil {
+			c.log.Debug("leave broadcast not confirmed", "err", lerr)
+		}
 		c.mu.Lock()
 		for _, p := range c.peers {
 			close(p.stop)

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs a three-node wsmesh cluster on this machine, on loopback, from the
+# repo's config.toml with per-node overrides:
+#   n1  http 127.0.0.1:8081  gossip 127.0.0.1:7947  (the seed)
+#   n2  http 127.0.0.1:8082  gossip 127.0.0.1:7948
+#   n3  http 127.0.0.1:8083  gossip 127.0.0.1:7949
+# Ctrl-C (or SIGTERM) stops all three gracefully.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=$(mktemp -d)/wsmesh
+go build -o "$bin" .
+
+pids=()
+stop() {
+	kill -TERM "${pids[@]}" 2>/dev/null || true
+	wait "${pids[@]}" 2>/dev/null || true
+	rm -rf "$(dirname "$bin")"
+}
+trap stop EXIT INT TERM
+
+for i in 1 2 3; do
+	seeds=""
+	[ "$i" -gt 1 ] && seeds=127.0.0.1:7947
+	WSMESH_NODE_NAME=n$i \
+		WSMESH_HTTP_LISTEN=127.0.0.1:808$i \
+		WSMESH_CLUSTER_BIND=127.0.0.1:794$((6 + i)) \
+		WSMESH_CLUSTER_SEEDS=$seeds \
+		"$bin" serve -config config.toml &
+	pids+=($!)
+done
+echo "three nodes: http 127.0.0.1:8081 8082 8083; Ctrl-C stops them" >&2
+wait
