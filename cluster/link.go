@@ -215,8 +215,8 @@ func (p *peer) sendLoop() {
 	defer p.c.wg.Done()
 	var seq uint64
 	failures := 0
-	timer := time.NewTimer(0)
-	<-timer.C
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
 	for {
 		select {
 		case <-p.stop:
@@ -270,9 +270,7 @@ func (p *peer) sendBatch(seq uint64, batch []*call, timer *time.Timer) error {
 			if a.epoch != p.c.epoch || a.seq != seq {
 				continue // the ack of an abandoned batch
 			}
-			if !timer.Stop() {
-				<-timer.C
-			}
+			timer.Stop() // Go 1.23+: no stale tick can be received after Stop or Reset
 			for i, cl := range batch {
 				if cl.reply != nil {
 					var data []byte
