@@ -2,7 +2,9 @@ package cluster
 
 import (
 	"bytes"
+	"context"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -225,15 +227,28 @@ func (e *events) NotifyConflict(existing, other *memberlist.Node) {
 // logBridge turns memberlist's "[LEVEL] memberlist: text" lines into slog records.
 type logBridge struct{ log *slog.Logger }
 
+var logLevels = []struct {
+	prefix string
+	level  slog.Level
+}{
+	{"[DEBUG] ", slog.LevelDebug},
+	{"[INFO] ", slog.LevelInfo},
+	{"[WARN] ", slog.LevelWarn},
+	{"[ERR] ", slog.LevelError},
+	{"[ERROR] ", slog.LevelError},
+}
+
 func (l *logBridge) Write(p []byte) (int, error) {
-	line := string(bytes.TrimRight(p, "\n"))
+	line := strings.TrimRight(string(p), "\n")
 	level := slog.LevelInfo
-	for prefix, lv := range map[string]slog.Level{"[DEBUG] ": slog.LevelDebug, "[INFO] ": slog.LevelInfo, "[WARN] ": slog.LevelWarn, "[ERR] ": slog.LevelError, "[ERROR] ": slog.LevelError} {
-		if len(line) >= len(prefix) && line[:len(prefix)] == prefix {
-			level, line = lv, line[len(prefix):]
+	for _, ll := range logLevels {
+		if rest, ok := strings.CutPrefix(line, ll.prefix); ok {
+			level, line = ll.level, rest
 			break
 		}
 	}
-	l.log.Log(nil, level, line)
+	if l.log.Enabled(context.Background(), level) {
+		l.log.Log(context.Background(), level, line)
+	}
 	return len(p), nil
 }

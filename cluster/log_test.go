@@ -1,0 +1,35 @@
+package cluster
+
+import (
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+func TestLogBridgeLevels(t *testing.T) {
+	var buf syncBuffer
+	b := &logBridge{log: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	for _, line := range []string{
+		"[DEBUG] memberlist: Stream connection from=127.0.0.1:1\n",
+		"[INFO] memberlist: Suspect n2 has failed, no acks received\n",
+		"[WARN] memberlist: Refuting a suspect message\n",
+		"[ERR] memberlist: Conflicting address for n1\n",
+		"no prefix at all\n",
+	} {
+		if n, err := b.Write([]byte(line)); n != len(line) || err != nil {
+			t.Fatalf("Write = %d, %v", n, err)
+		}
+	}
+	out := buf.String()
+	for _, want := range []string{
+		`level=DEBUG msg="memberlist: Stream connection from=127.0.0.1:1"`,
+		`level=INFO msg="memberlist: Suspect n2 has failed, no acks received"`,
+		`level=WARN msg="memberlist: Refuting a suspect message"`,
+		`level=ERROR msg="memberlist: Conflicting address for n1"`,
+		`level=INFO msg="no prefix at all"`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %s\n%s", want, out)
+		}
+	}
+}
