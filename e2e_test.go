@@ -193,6 +193,7 @@ func TestServerPingsAndIdleTimeout(t *testing.T) {
 		t.Fatalf("a client that answers pings was closed: %d %q", live.code, live.reason)
 	default:
 	}
+	waitFor(t, "the server to drop the silent session", func() bool { return tn.hub.Len() == 1 })
 	if out := tn.send(t, `{"users":["live","silent"],"data":1}`); out["delivered"] != 1.0 || out["offline"] != 1.0 {
 		t.Fatalf("after idle timeout: %v", out)
 	}

@@ -14,10 +14,13 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -85,6 +88,9 @@ type Cluster struct {
 	parked   map[string][]parkedMsg // batches from nodes not yet joined here
 	conflict string                 // address of another live node with our name
 
+	lastLink atomic.Uint64 // the last link id handed out
+	selfAddr string        // our gossip address, set by Start
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -133,6 +139,18 @@ func New(cfg Config) (*Cluster, error) {
 	return c, nil
 }
 
+// nextLinkID returns a link id larger than any before it, in this run or
+// (being a wall-clock reading) in an earlier run of this node.
+func (c *Cluster) nextLinkID() uint64 {
+	for {
+		last := c.lastLink.Load()
+		id := max(uint64(time.Now().UnixNano()), last+1)
+		if c.lastLink.CompareAndSwap(last, id) {
+			return id
+		}
+	}
+}
+
 // Name returns this node's name.
 func (c *Cluster) Name() string { return c.cfg.NodeName }
 
@@ -158,6 +176,7 @@ func (c *Cluster) Start(h Handler) error {
 		return fmt.Errorf("cluster: start gossip on cluster.bind %s: %w", c.cfg.Bind, err)
 	}
 	c.ml = ml
+	c.selfAddr = ml.LocalNode().Address() // before Join: nothing rewrites it concurrently yet
 	joined := c.join()
 	if addr := c.conflictAddr(); addr != "" {
 		_ = ml.Shutdown()
@@ -168,8 +187,7 @@ func (c *Cluster) Start(h Handler) error {
 	}
 	c.wg.Add(1)
 	go c.rejoinLoop(joined)
-	self := ml.LocalNode()
-	c.log.Info("gossip started", "node", c.cfg.NodeName, "addr", self.Address(), "members", ml.NumMembers(), "encrypted", len(c.cfg.SecretKeys) > 0)
+	c.log.Info("gossip started", "node", c.cfg.NodeName, "addr", c.selfAddr, "members", ml.NumMembers(), "encrypted", len(c.cfg.SecretKeys) > 0)
 	return nil
 }
 
@@ -294,12 +312,26 @@ func (c *Cluster) rejoinLoop(joined bool) {
 			return
 		case <-t.C:
 		}
+		c.pruneLost()
 		if j := c.join(); j && !joined {
 			c.log.Info("joined the cluster", "members", c.ml.NumMembers())
 			backoff = time.Second
 			joined = true
 		} else {
 			joined = j
+		}
+	}
+}
+
+// lostTTL is how long a dead or left member is listed and re-joined.
+const lostTTL = time.Hour
+
+func (c *Cluster) pruneLost() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for name, m := range c.lost {
+		if time.Since(m.since) > lostTTL {
+			delete(c.lost, name)
 		}
 	}
 }
@@ -371,52 +403,38 @@ func (c *Cluster) announceLeaving(ctx context.Context) {
 	wg.Wait()
 }
 
-// Members returns every member known, this node first: alive and suspect
-// ones from gossip, dead and left ones remembered.
+// Members returns every member known, this node first: the live ones
+// (those this node has a link with), then the dead and left ones it
+// remembers. memberlist's own Node structs are not read here: it rewrites
+// them in place under its lock.
 func (c *Cluster) Members() []Member {
-	out := []Member{{Name: c.cfg.NodeName, State: StateAlive, Sessions: c.table.sessionsOf(c.cfg.NodeName)}}
-	if c.ml == nil {
-		return out
-	}
-	out[0].Addr = c.ml.LocalNode().Address()
-	for _, n := range c.ml.Members() {
-		if n.Name == c.cfg.NodeName {
-			continue
-		}
-		st := StateAlive
-		c.mu.Lock()
-		if p := c.peers[n.Name]; p != nil && p.isFailing() {
-			st = StateSuspect // gossip still lists it, but our link to it fails
-		}
-		c.mu.Unlock()
-		out = append(out, Member{Name: n.Name, Addr: n.Address(), State: st, Sessions: c.table.sessionsOf(n.Name)})
-	}
+	out := []Member{{Name: c.cfg.NodeName, Addr: c.selfAddr, State: StateAlive, Sessions: c.table.sessionsOf(c.cfg.NodeName)}}
 	c.mu.Lock()
-	for name, m := range c.lost {
-		if !slices.ContainsFunc(out, func(o Member) bool { return o.Name == name }) {
-			out = append(out, Member{Name: name, Addr: m.addr, State: m.state})
-		}
+	peers := make([]*peer, 0, len(c.peers))
+	for _, p := range c.peers {
+		peers = append(peers, p)
 	}
+	lost := maps.Clone(c.lost)
 	c.mu.Unlock()
-	slices.SortFunc(out[1:], func(a, b Member) int {
-		switch {
-		case a.Name < b.Name:
-			return -1
-		case a.Name > b.Name:
-			return 1
+	for _, p := range peers {
+		p.mu.Lock()
+		m := Member{Name: p.name, Addr: p.node.Address(), State: StateAlive}
+		if p.failing {
+			m.State = StateSuspect // gossip still lists it, but our link to it fails
 		}
-		return 0
-	})
+		p.mu.Unlock()
+		m.Sessions = c.table.sessionsOf(p.name)
+		out = append(out, m)
+	}
+	for name, m := range lost {
+		out = append(out, Member{Name: name, Addr: m.addr, State: m.state})
+	}
+	slices.SortFunc(out[1:], func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
 // Addr returns this node's gossip address (host:port), once started.
-func (c *Cluster) Addr() string {
-	if c.ml == nil {
-		return ""
-	}
-	return c.ml.LocalNode().Address()
-}
+func (c *Cluster) Addr() string { return c.selfAddr }
 
 // TableSize returns the number of sessions in the cluster-wide table.
 func (c *Cluster) TableSize() int { return c.table.size() }

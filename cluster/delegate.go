@@ -51,7 +51,7 @@ func (d *delegate) NotifyMsg(b []byte) {
 			c.log.Warn("inbox full: batch dropped", "peer", from)
 		}
 	case msgAck:
-		a := ack{epoch: r.Uvarint(), seq: r.Uvarint()}
+		a := ack{link: r.Uvarint(), seq: r.Uvarint()}
 		n := r.Count()
 		a.replies = make([][]byte, n)
 		for i := range n {

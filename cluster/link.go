@@ -23,8 +23,8 @@ var (
 
 // Message types: the first byte of every memberlist user message.
 const (
-	msgBatch byte = 1 // from, epoch, seq, items (kind, payload)
-	msgAck   byte = 2 // from, epoch, seq, replies
+	msgBatch byte = 1 // from, link, seq, items (kind, payload)
+	msgAck   byte = 2 // from, link, seq, replies
 )
 
 // Item kinds inside a batch.
@@ -56,8 +56,8 @@ type callResult struct {
 }
 
 type ack struct {
-	epoch, seq uint64
-	replies    [][]byte
+	link, seq uint64
+	replies   [][]byte
 }
 
 // peer is this node's link with another member: an ordered, acknowledged
@@ -68,6 +68,11 @@ type ack struct {
 type peer struct {
 	c    *Cluster
 	name string
+	// link numbers this link's batches with seq: unique per link and larger
+	// for a link made later, so a peer that still remembers an older link
+	// with us (we saw it die, it did not see us) resets instead of taking
+	// the new batches for late ones.
+	link uint64
 
 	mu           sync.Mutex // guards the fields below; lock order: table.mu, then peer.mu
 	node         *memberlist.Node
@@ -83,13 +88,14 @@ type peer struct {
 	stop  chan struct{} // closed when the peer leaves or the cluster shuts down
 
 	// receiver state; only the receiver goroutine touches it
-	inEpoch, inSeq uint64
+	inLink, inSeq uint64
 }
 
 func newPeer(c *Cluster, n *memberlist.Node, epoch uint64) *peer {
 	return &peer{
 		c:            c,
 		name:         n.Name,
+		link:         c.nextLinkID(),
 		node:         n,
 		epoch:        epoch,
 		needSnapshot: true,
@@ -149,6 +155,12 @@ func (p *peer) resync() {
 	p.needSnapshot = true
 	p.mu.Unlock()
 	_ = p.enqueue(&call{kind: kindSnapshotReq})
+}
+
+func (p *peer) setFailing(f bool) {
+	p.mu.Lock()
+	p.failing = f
+	p.mu.Unlock()
 }
 
 func (p *peer) isFailing() bool {
@@ -236,23 +248,22 @@ func (p *peer) sendLoop() {
 			return
 		case err != nil:
 			failures++
+			p.setFailing(true)
 			if !p.backOff(failures, timer) {
 				p.failQueued(ErrUnreachable)
 				return
 			}
 		default:
 			failures = 0
+			p.setFailing(false)
 		}
-		p.mu.Lock()
-		p.failing = failures > 0
-		p.mu.Unlock()
 	}
 }
 
 // sendBatch sends one batch and waits for its ack; every call in it is
 // answered either way. ErrClosed: the link is stopping.
 func (p *peer) sendBatch(seq uint64, batch []*call, timer *time.Timer) error {
-	msg := encodeBatch(p.c.cfg.NodeName, p.c.epoch, seq, batch)
+	msg := encodeBatch(p.c.cfg.NodeName, p.link, seq, batch)
 	p.mu.Lock()
 	node := p.node
 	p.mu.Unlock()
@@ -267,7 +278,7 @@ func (p *peer) sendBatch(seq uint64, batch []*call, timer *time.Timer) error {
 	for {
 		select {
 		case a := <-p.acks:
-			if a.epoch != p.c.epoch || a.seq != seq {
+			if a.link != p.link || a.seq != seq {
 				continue // the ack of an abandoned batch
 			}
 			timer.Stop() // Go 1.23+: no stale tick can be received after Stop or Reset
@@ -369,7 +380,7 @@ func (p *peer) call(ctx context.Context, kind byte, payload []byte) ([]byte, err
 	}
 }
 
-func encodeBatch(from string, epoch, seq uint64, batch []*call) []byte {
+func encodeBatch(from string, link, seq uint64, batch []*call) []byte {
 	size := len(from) + 32
 	for _, cl := range batch {
 		size += len(cl.payload) + 6
@@ -377,7 +388,7 @@ func encodeBatch(from string, epoch, seq uint64, batch []*call) []byte {
 	b := make([]byte, 0, size)
 	b = append(b, msgBatch)
 	b = wire.AppendString(b, from)
-	b = wire.AppendUvarint(b, epoch)
+	b = wire.AppendUvarint(b, link)
 	b = wire.AppendUvarint(b, seq)
 	b = wire.AppendUvarint(b, uint64(len(batch)))
 	for _, cl := range batch {
@@ -387,10 +398,10 @@ func encodeBatch(from string, epoch, seq uint64, batch []*call) []byte {
 	return b
 }
 
-func encodeAck(from string, epoch, seq uint64, replies [][]byte) []byte {
+func encodeAck(from string, link, seq uint64, replies [][]byte) []byte {
 	b := []byte{msgAck}
 	b = wire.AppendString(b, from)
-	b = wire.AppendUvarint(b, epoch)
+	b = wire.AppendUvarint(b, link)
 	b = wire.AppendUvarint(b, seq)
 	b = wire.AppendUvarint(b, uint64(len(replies)))
 	for _, r := range replies {
@@ -415,17 +426,17 @@ func (p *peer) receiveLoop() {
 func (p *peer) receive(msg []byte) {
 	r := wire.NewReader(msg[1:])
 	_ = r.String() // from: already routed here
-	epoch, seq := r.Uvarint(), r.Uvarint()
+	link, seq := r.Uvarint(), r.Uvarint()
 	n := r.Count()
 	if r.Err() != nil {
 		p.c.log.Warn("malformed batch", "peer", p.name, "err", r.Err())
 		return
 	}
 	switch {
-	case epoch < p.inEpoch:
-		return // from a previous run of the peer
-	case epoch > p.inEpoch:
-		p.inEpoch, p.inSeq = epoch, 0
+	case link < p.inLink:
+		return // from an older link of the peer's (or an older run of it)
+	case link > p.inLink:
+		p.inLink, p.inSeq = link, 0
 	case seq <= p.inSeq:
 		return // late: the peer gave up on it and moved on
 	}
@@ -443,7 +454,7 @@ func (p *peer) receive(msg []byte) {
 	p.mu.Lock()
 	node := p.node
 	p.mu.Unlock()
-	if err := p.c.ml.SendReliable(node, encodeAck(p.c.cfg.NodeName, epoch, seq, replies)); err != nil {
+	if err := p.c.ml.SendReliable(node, encodeAck(p.c.cfg.NodeName, link, seq, replies)); err != nil {
 		p.c.log.Debug("ack send failed", "peer", p.name, "err", err)
 	}
 }
