@@ -10,60 +10,9 @@ import (
 	"wsmesh/cluster"
 )
 
-// pollUntil polls cond every 10ms until it holds, failing the test after
-// limit; it returns how long that took.
-func pollUntil(tb testing.TB, what string, limit time.Duration, cond func() bool) time.Duration {
-	tb.Helper()
-	start := time.Now()
-	deadline := time.NewTimer(limit)
-	defer deadline.Stop()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-deadline.C:
-			tb.Fatalf("timed out after %s waiting for %s", limit, what)
-		}
-	}
-	return time.Since(start)
-}
-
-// members returns n.cluster.Members(), then takes memberlist's node lock
-// once more (Addr calls LocalNode) so that the race detector orders the
-// reads Members made of memberlist's nodes before memberlist's next
-// in-place update of them. Cluster.Members reads Node.Address() outside
-// memberlist's lock, racing with aliveNode (hashicorp/memberlist#306);
-// this narrows the window the test opens to microseconds. See the report.
-func members(n *testNode) []cluster.Member {
-	ms := n.cluster.Members()
-	_ = n.cluster.Addr()
-	return ms
-}
-
-// waitAllAlive waits until every node lists every node alive, and returns
-// how long that took.
-func waitAllAlive(tb testing.TB, nodes []*testNode) time.Duration {
-	tb.Helper()
-	return pollUntil(tb, "every node to see every node alive", waitLimit, func() bool {
-		for _, n := range nodes {
-			alive := 0
-			for _, m := range members(n) {
-				if m.State == cluster.StateAlive {
-					alive++
-				}
-			}
-			if alive != len(nodes) {
-				return false
-			}
-		}
-		return true
-	})
-}
-
 // stateOf returns the state in which n's Members lists name ("" if absent).
 func stateOf(n *testNode, name string) string {
-	for _, m := range members(n) {
+	for _, m := range n.cluster.Members() {
 		if m.Name == name {
 			return m.State
 		}
@@ -157,7 +106,7 @@ func TestPartitionHealsAndTablesConverge(t *testing.T) {
 
 	fn.heal()
 	healAt := time.Now()
-	joined := waitAllAlive(t, nodes)
+	joined := waitConverged(t, nodes)
 	pollUntil(t, "tables to converge after heal", waitLimit, func() bool {
 		for _, n := range nodes {
 			if slices.Contains(n.cluster.Owners("c"), "t3") || !slices.Contains(n.cluster.Owners("c2"), "t3") {

@@ -48,10 +48,11 @@ type testConfigHooks struct {
 	cfg *config.Config
 }
 
-// waitConverged waits until every node lists every other as alive.
-func waitConverged(tb testing.TB, nodes []*testNode) {
+// waitConverged waits until every node lists every node alive, and
+// returns how long that took.
+func waitConverged(tb testing.TB, nodes []*testNode) time.Duration {
 	tb.Helper()
-	waitFor(tb, "membership converged", func() bool {
+	return pollUntil(tb, "every node to see every node alive", waitLimit, func() bool {
 		for _, a := range nodes {
 			alive := 0
 			for _, m := range a.cluster.Members() {

@@ -313,19 +313,29 @@ func (c *wsClient) write(tb testing.TB, s string) {
 	}
 }
 
-// waitFor polls cond until it holds or the limit passes.
+// waitFor polls cond until it holds, failing the test after waitLimit.
 func waitFor(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.After(waitLimit)
+	pollUntil(tb, what, waitLimit, cond)
+}
+
+// pollUntil polls cond every 5ms until it holds, failing the test after
+// limit; it returns how long that took.
+func pollUntil(tb testing.TB, what string, limit time.Duration, cond func() bool) time.Duration {
+	tb.Helper()
+	start := time.Now()
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for !cond() {
 		select {
 		case <-tick.C:
-		case <-deadline:
-			tb.Fatalf("timed out waiting for %s", what)
+		case <-deadline.C:
+			tb.Fatalf("timed out after %s waiting for %s", limit, what)
 		}
 	}
+	return time.Since(start)
 }
 
 // fixedAddr is a stand-in listener that only reports an address, for
