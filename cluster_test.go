@@ -109,11 +109,12 @@ func TestClusterSendAcrossNodes(t *testing.T) {
 }
 
 func TestClusterOrderKept(t *testing.T) {
-	nodes := newTestCluster(t, 2)
+	quiet := func(i int, h *testConfigHooks) { h.cfg.Log.Level = "info" } // no debug line per send
+	nodes := newTestCluster(t, 2, quiet)
 	a, b := nodes[0], nodes[1]
 	c := b.dial(t, b.token(t, "o", ""), dialOpts{})
 	waitRoutable(t, nodes, "o", "t2")
-	const n = 2000
+	const n = 10000
 	start := time.Now()
 	for i := range n {
 		if out := a.send(t, fmt.Sprintf(`{"users":["o"],"data":%d}`, i)); out["delivered"] != 1.0 {

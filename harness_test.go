@@ -76,7 +76,11 @@ func startNode(tb testing.TB, cfg *config.Config) *testNode {
 func startNodeHooks(tb testing.TB, cfg *config.Config, h hooks) *testNode {
 	tb.Helper()
 	lw := &tlogWriter{tb: tb}
-	log := slog.New(slog.NewTextHandler(lw, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", cfg.Node.Name)
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
+		tb.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(lw, &slog.HandlerOptions{Level: level})).With("node", cfg.Node.Name)
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan *node, 1)
 	h.ready = ready
