@@ -170,12 +170,24 @@ func TestPartitionHealsAndTablesConverge(t *testing.T) {
 // or a pulled cable would: its users must be offline at once for t1, and
 // t2 must end up dead with its sessions gone from t1's table.
 func TestStoppedNodeUsersOffline(t *testing.T) {
+	for _, mode := range []string{"refused", "silent"} {
+		t.Run(mode, func(t *testing.T) { testStoppedNodeUsersOffline(t, mode) })
+	}
+}
+
+// testStoppedNodeUsersOffline: t2 vanishes, its dials refused at once
+// (the host is up, wsmesh is not) or hanging (the host is gone).
+func testStoppedNodeUsersOffline(t *testing.T, mode string) {
 	nodes, fn := newFaultCluster(t, 3, 2)
 	t1, t2 := nodes[0], nodes[1]
 	t2.dial(t, t2.token(t, "b", ""), dialOpts{})
 	waitRoutable(t, nodes, "b", "t2")
 
-	fn.isolate("t2")
+	if mode == "silent" {
+		fn.silence("t2")
+	} else {
+		fn.isolate("t2")
+	}
 	cutAt := time.Now()
 	out, took := timedSend(t, t1, `{"users":["b"],"data":"anyone there?"}`)
 	t.Logf("send to a user on a vanished node: %s (t1 sees t2 %s): %v", took, stateOf(t1, "t2"), out)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"syscall"
@@ -23,6 +24,8 @@ import (
 // directed pair of node names:
 //   - cut (partition): packets to the other node vanish silently and stream
 //     dials to it fail at once with "no route to host";
+//   - silent cut (silence): as cut, but a dial hangs until its timeout, as
+//     to a host that is down with its packets dropped;
 //   - loss, dup, delay, reorder: UDP packets only; streams are untouched.
 //
 // memberlist sometimes addresses a peer by address alone (Join, the seeds),
@@ -39,6 +42,7 @@ type faultNet struct {
 	links map[[2]string]packetFaults // (from, to) -> faults
 	all   packetFaults               // applied to every pair of registered nodes not in links
 	cuts  map[[2]string]bool         // (from, to) partitioned
+	quiet map[[2]string]bool         // (from, to) partitioned and dials hang
 	rng   *rand.Rand
 	stats faultStats
 }
@@ -79,6 +83,7 @@ func newFaultNet(seed uint64) *faultNet {
 		addrs: map[string]string{},
 		links: map[[2]string]packetFaults{},
 		cuts:  map[[2]string]bool{},
+		quiet: map[[2]string]bool{},
 		rng:   rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 	}
 }
@@ -122,11 +127,26 @@ func (fn *faultNet) isolate(a string) {
 	}
 }
 
+// silence isolates a, with dials to and from it hanging until they time out.
+func (fn *faultNet) silence(a string) {
+	fn.mu.Lock()
+	defer fn.mu.Unlock()
+	for b := range fn.addrs {
+		if b != a {
+			for _, k := range [][2]string{{a, b}, {b, a}} {
+				fn.cuts[k] = true
+				fn.quiet[k] = true
+			}
+		}
+	}
+}
+
 // heal removes every partition and every packet fault.
 func (fn *faultNet) heal() {
 	fn.mu.Lock()
 	defer fn.mu.Unlock()
 	clear(fn.cuts)
+	clear(fn.quiet)
 	clear(fn.links)
 	fn.all = packetFaults{}
 }
@@ -162,7 +182,7 @@ func (fn *faultNet) option(i int, h *testConfigHooks) {
 // wrap returns a hooks.wrap for the node called name.
 func (fn *faultNet) wrap(name string) func(memberlist.NodeAwareTransport) memberlist.NodeAwareTransport {
 	return func(inner memberlist.NodeAwareTransport) memberlist.NodeAwareTransport {
-		return &faultTransport{NodeAwareTransport: inner, fn: fn, name: name, timers: map[uint64]*time.Timer{}}
+		return &faultTransport{NodeAwareTransport: inner, fn: fn, name: name, timers: map[uint64]*time.Timer{}, done: make(chan struct{})}
 	}
 }
 
@@ -215,20 +235,21 @@ func (fn *faultNet) planPacket(from, addr string) packetPlan {
 }
 
 // dialCut reports whether a stream dial from one node to an address is
-// refused by a partition.
-func (fn *faultNet) dialCut(from, addr string) bool {
+// cut by a partition, and whether it hangs rather than failing at once.
+func (fn *faultNet) dialCut(from, addr string) (cut, hang bool) {
 	fn.mu.Lock()
 	defer fn.mu.Unlock()
 	to, ok := fn.names[addr]
 	if !ok || to == from {
-		return false
+		return false, false
 	}
 	fn.stats.Dials++
-	if fn.cuts[[2]string{from, to}] {
+	k := [2]string{from, to}
+	if fn.cuts[k] {
 		fn.stats.DialsCut++
-		return true
+		return true, fn.quiet[k]
 	}
-	return false
+	return false, false
 }
 
 // faultTransport is one node's transport as the fault net bends it.
@@ -242,6 +263,7 @@ type faultTransport struct {
 	nextID uint64
 	closed bool
 	wg     sync.WaitGroup // delayed packets not yet sent or cancelled
+	done   chan struct{}  // closed by Shutdown: hanging dials return
 }
 
 var _ memberlist.NodeAwareTransport = (*faultTransport)(nil)
@@ -305,16 +327,33 @@ func (t *faultTransport) DialTimeout(addr string, timeout time.Duration) (net.Co
 }
 
 func (t *faultTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
-	if t.fn.dialCut(t.name, a.Addr) {
+	if cut, hang := t.fn.dialCut(t.name, a.Addr); cut {
+		if hang {
+			t.hang(timeout)
+			return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: addrString(a.Addr), Err: os.ErrDeadlineExceeded}
+		}
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: addrString(a.Addr), Err: syscall.EHOSTUNREACH}
 	}
 	return t.NodeAwareTransport.DialAddressTimeout(a, timeout)
+}
+
+// hang waits for d, or until the transport shuts down.
+func (t *faultTransport) hang(d time.Duration) {
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+	case <-t.done:
+	}
 }
 
 // Shutdown drops the delayed packets not yet sent, waits for those being
 // sent, then shuts the real transport down.
 func (t *faultTransport) Shutdown() error {
 	t.mu.Lock()
+	if !t.closed {
+		close(t.done)
+	}
 	t.closed = true
 	for id, tm := range t.timers {
 		if tm.Stop() {

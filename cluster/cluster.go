@@ -60,7 +60,7 @@ type Config struct {
 	Seeds          []string      // gossip addresses of nodes to join
 	SecretKeys     []string      // base64 AES keys; the first encrypts; none: no encryption
 	SingleDevice   bool          // one session per user cluster-wide, not per user and device
-	CallTimeout    time.Duration // default 1s: a node that does not ack by then is reported unreachable
+	CallTimeout    time.Duration // default 750ms: a node that does not ack by then is reported unreachable
 	QueueLimit     int           // default 65536 items queued per peer link
 	RejoinInterval time.Duration // default 30s: re-join seeds and lost members this often (heals partitions)
 	Logger         *slog.Logger  // default slog.Default()
@@ -112,7 +112,9 @@ func New(cfg Config) (*Cluster, error) {
 		cfg.Bind = "127.0.0.1:7946"
 	}
 	if cfg.CallTimeout <= 0 {
-		cfg.CallTimeout = time.Second
+		// Below 1 s, so that /send answers offline for a silent owner
+		// (a host whose packets vanish) within a second.
+		cfg.CallTimeout = 750 * time.Millisecond
 	}
 	if cfg.QueueLimit <= 0 {
 		cfg.QueueLimit = 1 << 16
@@ -194,8 +196,8 @@ func (c *Cluster) Start(h Handler) error {
 func (c *Cluster) memberlistConfig() (*memberlist.Config, error) {
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = c.cfg.NodeName
-	mc.EnableCompression = false // a third of SendReliable's throughput, and relay frames are small
-	mc.TCPTimeout = 2 * c.cfg.CallTimeout
+	mc.EnableCompression = false      // a third of SendReliable's throughput, and relay frames are small
+	mc.TCPTimeout = c.cfg.CallTimeout // bounds a link's dial and write, so a silent peer cannot hold its sender longer
 	mc.DeadNodeReclaimTime = 30 * time.Second
 	mc.PushPullInterval = 15 * time.Second
 	mc.Logger = log.New(&logBridge{log: c.log}, "", 0)
