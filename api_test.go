@@ -133,3 +133,29 @@ func TestShutdownAnswersInFlightSend(t *testing.T) {
 	}
 	<-stopped
 }
+
+func TestMetrics(t *testing.T) {
+	tn := startNode(t, testConfig(t))
+	tn.dial(t, tn.token(t, "m", ""), dialOpts{})
+	waitFor(t, "session registered", func() bool { return tn.hub.Len() == 1 })
+	tn.send(t, `{"users":["m","nobody"],"data":1}`)
+
+	if code, _, _ := tn.apiKey(t, "GET", "/metrics", "", ""); code != http.StatusUnauthorized {
+		t.Fatalf("/metrics without the API key: %d, want 401", code)
+	}
+	body := tn.metrics(t)
+	for _, want := range []string{
+		"wsmesh_sessions 1",
+		"wsmesh_connections_total 1",
+		"wsmesh_sends_total 1",
+		"wsmesh_deliveries_total 1",
+		"wsmesh_offline_total 1",
+		`wsmesh_members{state="alive"} 1`,
+		"wsmesh_relay_batch_seconds_bucket",
+		"go_goroutines",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}

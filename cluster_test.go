@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -105,6 +106,12 @@ func TestClusterSendAcrossNodes(t *testing.T) {
 	code, cl, _ := a.api(t, "GET", "/cluster", "")
 	if code != 200 || cl["table_size"] != 1.0 || len(cl["members"].([]any)) != 3 {
 		t.Fatalf("/cluster on t1: %v", cl)
+	}
+	metrics := a.metrics(t)
+	for _, want := range []string{`wsmesh_members{state="alive"} 3`, `wsmesh_relay_forward_seconds_count{result="ok"} 1`, "wsmesh_table_sessions 1"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("t1's /metrics lacks %q", want)
+		}
 	}
 }
 

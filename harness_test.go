@@ -160,6 +160,23 @@ func (tn *testNode) apiKey(tb testing.TB, method, path, body, auth string) (int,
 	return resp.StatusCode, out, resp.Header
 }
 
+// metrics returns the node's /metrics page.
+func (tn *testNode) metrics(tb testing.TB) string {
+	tb.Helper()
+	req, _ := http.NewRequest("GET", "http://"+tn.Addr()+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+testAPIKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		tb.Fatalf("/metrics: %d %s", resp.StatusCode, body)
+	}
+	return string(body)
+}
+
 // send posts to /send and checks for 200.
 func (tn *testNode) send(tb testing.TB, body string) map[string]any {
 	tb.Helper()

@@ -29,6 +29,9 @@ import (
 
 	"wsmesh/cluster"
 	"wsmesh/config"
+	"wsmesh/internal/metrics"
+	"wsmesh/internal/realip"
+	"wsmesh/internal/sdnotify"
 	"wsmesh/relay"
 	"wsmesh/session"
 )
@@ -142,6 +145,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, h hooks) e
 
 	errc := make(chan error, 1)
 	go func() { errc <- n.serve() }()
+	if _, err := sdnotify.Notify(sdnotify.Ready); err != nil {
+		log.Warn("could not tell systemd the node is ready", "err", err)
+	}
 	if h.ready != nil {
 		h.ready <- n
 	}
@@ -152,6 +158,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, h hooks) e
 	}
 	log.Info("shutting down: answering in-flight requests, then closing sessions with 1012",
 		"sessions", n.hub.Len(), "in_flight_requests", n.inFlight.Load(), "timeout", cfg.Node.ShutdownTimeout.D().String())
+	_, _ = sdnotify.Notify(sdnotify.Stopping)
 	start := time.Now()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.Node.ShutdownTimeout.D())
 	defer cancel()
@@ -179,6 +186,11 @@ func newNode(cfg *config.Config, log *slog.Logger, h hooks) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
+	proxies, err := realip.Parse(cfg.HTTP.TrustedProxies)
+	if err != nil {
+		return nil, fmt.Errorf("http.trusted_proxies: %w", err)
+	}
+	m := metrics.New()
 	cl, err := cluster.New(cluster.Config{
 		NodeName:       cfg.Node.Name,
 		Bind:           cfg.Cluster.Bind,
@@ -186,6 +198,7 @@ func newNode(cfg *config.Config, log *slog.Logger, h hooks) (*node, error) {
 		Seeds:          cfg.Cluster.Seeds,
 		SecretKeys:     cfg.Cluster.SecretKeys,
 		SingleDevice:   cfg.Session.SingleDevice,
+		OnBatch:        m.OnBatch,
 		Logger:         log,
 		Tune:           h.tune,
 		WrapTransport:  h.wrap,
@@ -202,6 +215,7 @@ func newNode(cfg *config.Config, log *slog.Logger, h hooks) (*node, error) {
 		MaxMessageBytes: cfg.Session.MaxMessageBytes,
 		SingleDevice:    cfg.Session.SingleDevice,
 		AllowedOrigins:  cfg.Auth.AllowedOrigins,
+		TrustedProxies:  proxies,
 		Auth:            auth,
 		Observer:        relay.Announcer{Cluster: cl},
 		Clock:           cl.Now,
@@ -216,11 +230,15 @@ func newNode(cfg *config.Config, log *slog.Logger, h hooks) (*node, error) {
 		APIKeys:         cfg.Auth.APIKeys,
 		MaxBodyBytes:    cfg.HTTP.MaxBodyBytes,
 		MaxUsersPerSend: cfg.HTTP.MaxUsersPerSend,
+		TrustedProxies:  proxies,
+		Metrics:         m.Handler(),
+		OnForward:       m.OnForward,
 		Logger:          log,
 	})
 	if err != nil {
 		return nil, err
 	}
+	m.Register(metrics.Sources{Hub: hub, Cluster: cl, API: api})
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on http.listen %s: %w", cfg.HTTP.Listen, err)

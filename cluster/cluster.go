@@ -65,6 +65,10 @@ type Config struct {
 	RejoinInterval time.Duration // default 30s: re-join seeds and lost members this often (heals partitions)
 	Logger         *slog.Logger  // default slog.Default()
 
+	// OnBatch, if set, hears of every batch a link had acknowledged: its
+	// item count and the time from send to ack. It must not block.
+	OnBatch func(items int, rtt time.Duration)
+
 	// Tune adjusts memberlist's config before it starts (tests: faster failure detection).
 	Tune func(*memberlist.Config)
 	// WrapTransport wraps memberlist's network transport (tests: fault injection).
@@ -89,7 +93,8 @@ type Cluster struct {
 	conflict string                 // address of another live node with our name
 
 	lastLink atomic.Uint64 // the last link id handed out
-	selfAddr string        // our gossip address, set by Start
+	stats    linkStats
+	selfAddr string // our gossip address, set by Start
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -139,6 +144,31 @@ func New(cfg Config) (*Cluster, error) {
 	c.table.originLocked(cfg.NodeName).epoch = c.epoch
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c, nil
+}
+
+// linkStats are running totals over all links.
+type linkStats struct {
+	batches, items, sendFailures, ackTimeouts, queueFull atomic.Uint64
+}
+
+// Stats are running totals since start, for metrics.
+type Stats struct {
+	Batches      uint64 // batches acknowledged
+	Items        uint64 // items in them (relay calls, table deltas, ...)
+	SendFailures uint64 // batches that could not be sent (peer unreachable)
+	AckTimeouts  uint64 // batches sent but not acknowledged in time
+	QueueFull    uint64 // calls refused because a link's queue was full
+}
+
+// Stats returns the running totals.
+func (c *Cluster) Stats() Stats {
+	return Stats{
+		Batches:      c.stats.batches.Load(),
+		Items:        c.stats.items.Load(),
+		SendFailures: c.stats.sendFailures.Load(),
+		AckTimeouts:  c.stats.ackTimeouts.Load(),
+		QueueFull:    c.stats.queueFull.Load(),
+	}
 }
 
 // nextLinkID returns a link id larger than any before it, in this run or

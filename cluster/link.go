@@ -121,6 +121,7 @@ func (p *peer) enqueue(cl *call) error {
 	p.mu.Lock()
 	if len(p.queue) >= p.c.cfg.QueueLimit {
 		p.mu.Unlock()
+		p.c.stats.queueFull.Add(1)
 		return ErrQueueFull
 	}
 	if cl.reply != nil && time.Now().Before(p.downUntil) {
@@ -269,6 +270,7 @@ func (p *peer) sendBatch(seq uint64, batch []*call, timer *time.Timer) error {
 	p.mu.Unlock()
 	start := time.Now()
 	if err := p.c.ml.SendReliable(node, msg); err != nil {
+		p.c.stats.sendFailures.Add(1)
 		p.c.log.Debug("link send failed", "peer", p.name, "items", len(batch), "err", err)
 		err = fmt.Errorf("%w: %v", ErrUnreachable, err)
 		p.failed(batch, err)
@@ -282,6 +284,11 @@ func (p *peer) sendBatch(seq uint64, batch []*call, timer *time.Timer) error {
 				continue // the ack of an abandoned batch
 			}
 			timer.Stop() // Go 1.23+: no stale tick can be received after Stop or Reset
+			p.c.stats.batches.Add(1)
+			p.c.stats.items.Add(uint64(len(batch)))
+			if p.c.cfg.OnBatch != nil {
+				p.c.cfg.OnBatch(len(batch), time.Since(start))
+			}
 			for i, cl := range batch {
 				if cl.reply != nil {
 					var data []byte
@@ -293,6 +300,7 @@ func (p *peer) sendBatch(seq uint64, batch []*call, timer *time.Timer) error {
 			}
 			return nil
 		case <-timer.C:
+			p.c.stats.ackTimeouts.Add(1)
 			p.c.log.Debug("link ack timed out", "peer", p.name, "seq", seq, "items", len(batch))
 			p.failed(batch, ErrNoAnswer)
 			return ErrNoAnswer

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"wsmesh/internal/realip"
 )
 
 // Sample values committed in config.toml. A node that listens beyond loopback
@@ -55,9 +57,16 @@ type Node struct {
 
 // HTTP is the [http] table.
 type HTTP struct {
-	Listen          string `toml:"listen"`             // default "127.0.0.1:8080"
-	MaxBodyBytes    int64  `toml:"max_body_bytes"`     // default 1048576
-	MaxUsersPerSend int    `toml:"max_users_per_send"` // default 1000
+	Listen          string   `toml:"listen"`             // default "127.0.0.1:8080"
+	MaxBodyBytes    int64    `toml:"max_body_bytes"`     // default 1048576
+	MaxUsersPerSend int      `toml:"max_users_per_send"` // default 1000
+	TrustedProxies  []string `toml:"trusted_proxies"`    // IPs or CIDRs whose X-Forwarded-For is believed; default none
+	Demo            string   `toml:"demo"`               // the demo page at /demo/: "auto" (on when listen is loopback), "on", "off"
+}
+
+// DemoEnabled reports whether the demo page is served.
+func (h HTTP) DemoEnabled() bool {
+	return h.Demo == "on" || h.Demo == "auto" && IsLoopback(h.Listen)
 }
 
 // Cluster is the [cluster] table.
@@ -119,7 +128,7 @@ func Default() Config {
 	}
 	return Config{
 		Node: Node{Name: host, ShutdownTimeout: Duration(10 * time.Second)},
-		HTTP: HTTP{Listen: "127.0.0.1:8080", MaxBodyBytes: 1 << 20, MaxUsersPerSend: 1000},
+		HTTP: HTTP{Listen: "127.0.0.1:8080", MaxBodyBytes: 1 << 20, MaxUsersPerSend: 1000, Demo: "auto"},
 		Cluster: Cluster{
 			Bind: "127.0.0.1:7946",
 		},
@@ -220,6 +229,14 @@ func (c *Config) validate() error {
 	}
 	if c.HTTP.MaxUsersPerSend <= 0 {
 		return c.keyErr("http.max_users_per_send", "must be positive, got %d", c.HTTP.MaxUsersPerSend)
+	}
+	if _, err := realip.Parse(c.HTTP.TrustedProxies); err != nil {
+		return c.keyErr("http.trusted_proxies", "%v", err)
+	}
+	switch c.HTTP.Demo {
+	case "auto", "on", "off":
+	default:
+		return c.keyErr("http.demo", "must be one of auto, on, off, got %q", c.HTTP.Demo)
 	}
 	if err := checkAddr(c.Cluster.Bind); err != nil {
 		return c.keyErr("cluster.bind", "%v", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"wsmesh/cluster"
 	"wsmesh/internal/wire"
@@ -69,7 +70,11 @@ func (s *Server) forward(ctx context.Context, node string, users []string, idx [
 		req = wire.AppendString(req, users[i])
 	}
 	req = wire.AppendBytes(req, frame)
+	start := time.Now()
 	reply, err := s.cfg.Cluster.Call(ctx, node, req)
+	if s.cfg.OnForward != nil {
+		s.cfg.OnForward(node, time.Since(start), err)
+	}
 	switch {
 	case errors.Is(err, cluster.ErrQueueFull):
 		for j, i := range idx {

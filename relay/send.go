@@ -62,6 +62,10 @@ func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) error {
 			resp.Results = append(resp.Results, res)
 		}
 	}
+	s.sends.Add(1)
+	s.results[0].Add(uint64(resp.Delivered))
+	s.results[1].Add(uint64(resp.Offline))
+	s.results[2].Add(uint64(resp.Failed))
 	if s.log.Enabled(r.Context(), slog.LevelDebug) {
 		s.log.Debug("send", "id", id, "users", len(req.Users), "device", req.Device,
 			"delivered", resp.Delivered, "offline", resp.Offline, "failed", resp.Failed)

@@ -13,8 +13,11 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"wsmesh/cluster"
+	"wsmesh/internal/realip"
 	"wsmesh/session"
 )
 
@@ -31,12 +34,18 @@ type Cluster interface {
 
 // Config configures a Server. Zero values take the defaults named.
 type Config struct {
-	Hub             *session.Hub // required: local sessions, also serves GET /ws
-	Cluster         Cluster      // required
-	APIKeys         []string     // default: none, the API is open
-	MaxBodyBytes    int64        // default 1 MiB
-	MaxUsersPerSend int          // default 1000
-	Logger          *slog.Logger // default: slog.Default()
+	Hub             *session.Hub            // required: local sessions, also serves GET /ws
+	Cluster         Cluster                 // required
+	APIKeys         []string                // default: none, the API is open
+	MaxBodyBytes    int64                   // default 1 MiB
+	MaxUsersPerSend int                     // default 1000
+	TrustedProxies  realip.Proxies          // whose X-Forwarded-For names the client in logs
+	Routes          map[string]http.Handler // more public handlers by ServeMux pattern (the demo page)
+	Metrics         http.Handler            // served at GET /metrics, behind the API key; nil: none
+	// OnForward, if set, hears of every call to another node: how long it
+	// took and its error (nil: the node answered). It must not block.
+	OnForward func(node string, took time.Duration, err error)
+	Logger    *slog.Logger // default: slog.Default()
 }
 
 // Server is the node's HTTP API. It is an http.Handler.
@@ -46,6 +55,22 @@ type Server struct {
 	mux  *http.ServeMux
 	keys [][32]byte // sha256 of each API key, compared in constant time
 	ids  idSource
+
+	sends   atomic.Uint64
+	results [3]atomic.Uint64 // by status: delivered, offline, error
+}
+
+// Stats are the API's running totals, for metrics.
+type Stats struct {
+	Sends     uint64 // POST /send calls answered 200
+	Delivered uint64 // results "delivered"
+	Offline   uint64 // results "offline"
+	Failed    uint64 // results "error"
+}
+
+// Stats returns the running totals.
+func (s *Server) Stats() Stats {
+	return Stats{Sends: s.sends.Load(), Delivered: s.results[0].Load(), Offline: s.results[1].Load(), Failed: s.results[2].Load()}
 }
 
 // New validates cfg, fills defaults and returns a Server.
@@ -70,6 +95,15 @@ func New(cfg Config) (*Server, error) {
 	s.mux.Handle("/send", s.endpoint(http.MethodPost, true, s.handleSend))
 	s.mux.Handle("/healthz", s.endpoint(http.MethodGet, false, s.handleHealthz))
 	s.mux.Handle("/cluster", s.endpoint(http.MethodGet, true, s.handleCluster))
+	if cfg.Metrics != nil {
+		s.mux.Handle("/metrics", s.endpoint(http.MethodGet, true, func(w http.ResponseWriter, r *http.Request) error {
+			cfg.Metrics.ServeHTTP(w, r)
+			return nil
+		}))
+	}
+	for pattern, h := range cfg.Routes {
+		s.mux.Handle(pattern, h)
+	}
 	s.mux.Handle("/", s.endpoint("", false, func(w http.ResponseWriter, r *http.Request) error {
 		return httpErrorf(http.StatusNotFound, "no such endpoint: %s", r.URL.Path)
 	}))
@@ -113,9 +147,9 @@ func (s *Server) endpoint(method string, needKey bool, h func(http.ResponseWrite
 		he := &httpError{}
 		if !errors.As(err, &he) {
 			he = &httpError{status: http.StatusInternalServerError, msg: "internal error"}
-			s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
+			s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "remote", s.cfg.TrustedProxies.ClientAddr(r), "err", err)
 		} else {
-			s.log.Info("request refused", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "status", he.status, "error", he.msg)
+			s.log.Info("request refused", "method", r.Method, "path", r.URL.Path, "remote", s.cfg.TrustedProxies.ClientAddr(r), "status", he.status, "error", he.msg)
 		}
 		writeJSON(w, he.status, map[string]string{"error": he.msg})
 	})

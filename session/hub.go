@@ -22,17 +22,20 @@ import (
 	"time"
 
 	"github.com/lxzan/gws"
+
+	"wsmesh/internal/realip"
 )
 
 // Config configures a Hub. Zero values take the defaults named.
 type Config struct {
-	PingInterval    time.Duration // default 25s
-	IdleTimeout     time.Duration // default 60s: close a connection silent this long
-	WriteTimeout    time.Duration // default 10s: give up a write to a stuck client
-	SendQueue       int           // default 256 messages per connection
-	MaxMessageBytes int           // default 65536: larger client frames close with 1009
-	SingleDevice    bool          // one session per user, not per user and device
-	AllowedOrigins  []string      // default: any Origin
+	PingInterval    time.Duration  // default 25s
+	IdleTimeout     time.Duration  // default 60s: close a connection silent this long
+	WriteTimeout    time.Duration  // default 10s: give up a write to a stuck client
+	SendQueue       int            // default 256 messages per connection
+	MaxMessageBytes int            // default 65536: larger client frames close with 1009
+	SingleDevice    bool           // one session per user, not per user and device
+	AllowedOrigins  []string       // default: any Origin
+	TrustedProxies  realip.Proxies // whose X-Forwarded-For names the client in logs; default none
 	Auth            *Authenticator
 	Observer        Observer      // default: none
 	Clock           func() uint64 // stamps logins, strictly increasing; default: a local counter
@@ -55,6 +58,7 @@ type Hub struct {
 	shards   [64]shard
 	nextID   atomic.Uint64
 	count    atomic.Int64
+	stats    hubStats
 
 	mu     sync.Mutex // guards closed and the Add side of active
 	closed bool
@@ -106,6 +110,31 @@ func New(cfg Config) (*Hub, error) {
 	return h, nil
 }
 
+// hubStats are the hub's running totals.
+type hubStats struct {
+	upgrades, authFailures, evictions, slowConsumers, closed atomic.Uint64
+}
+
+// Stats are running totals since the hub started, for metrics.
+type Stats struct {
+	Upgrades      uint64 // WebSocket upgrades completed, refused tokens included
+	AuthFailures  uint64 // upgrades closed with 4001
+	Evictions     uint64 // sessions closed with 4000 (newer login here or elsewhere)
+	SlowConsumers uint64 // sessions closed with 4002 (send queue overflowed)
+	Closed        uint64 // sessions ended, for any reason
+}
+
+// Stats returns the running totals.
+func (h *Hub) Stats() Stats {
+	return Stats{
+		Upgrades:      h.stats.upgrades.Load(),
+		AuthFailures:  h.stats.authFailures.Load(),
+		Evictions:     h.stats.evictions.Load(),
+		SlowConsumers: h.stats.slowConsumers.Load(),
+		Closed:        h.stats.closed.Load(),
+	}
+}
+
 // Len returns the number of live sessions.
 func (h *Hub) Len() int { return int(h.count.Load()) }
 
@@ -124,7 +153,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "websocket upgrade required")
 		return
 	}
-	remote := r.RemoteAddr
+	remote := h.cfg.TrustedProxies.ClientAddr(r)
 	id, authErr := h.cfg.Auth.Verify(TokenFromRequest(r))
 
 	h.mu.Lock()
@@ -142,11 +171,13 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+	h.stats.upgrades.Add(1)
 	switch {
 	case closed:
 		_ = conn.WriteClose(disconnectShutdown.Code, []byte(disconnectShutdown.Reason))
 		return
 	case authErr != nil:
+		h.stats.authFailures.Add(1)
 		h.log.Warn("websocket auth failed", "remote", remote, "reason", authErr.Error())
 		_ = conn.WriteClose(CloseUnauthorized, []byte(authErr.Error()))
 		h.active.Done()
@@ -201,6 +232,7 @@ func (h *Hub) register(s *Session) {
 
 	for _, old := range evicted {
 		old.evict()
+		h.stats.evictions.Add(1)
 		h.log.Info("session evicted", "user", old.info.User, "device", old.info.Device,
 			"remote", old.info.Remote, "session", old.info.ID, "by_session", s.info.ID, "by_remote", s.info.Remote)
 	}
@@ -242,6 +274,7 @@ func (h *Hub) Evict(user, id string) bool {
 		return false
 	}
 	s.evict()
+	h.stats.evictions.Add(1)
 	h.log.Info("session evicted", "user", s.info.User, "device", s.info.Device, "remote", s.info.Remote,
 		"session", s.info.ID, "by", "a newer login on another node")
 	return true
@@ -275,6 +308,7 @@ func (h *Hub) Deliver(user, device string, frame []byte) []Delivery {
 	for i, s := range list {
 		out[i] = Delivery{Device: s.info.Device, Session: s.info.ID, Err: s.Enqueue(frame)}
 		if errors.Is(out[i].Err, ErrSlowConsumer) {
+			h.stats.slowConsumers.Add(1)
 			h.log.Warn("session send queue full, closing", "user", s.info.User, "device", s.info.Device,
 				"remote", s.info.Remote, "session", s.info.ID, "queue", h.cfg.SendQueue)
 		}
@@ -350,6 +384,7 @@ func (e *events) OnClose(c *gws.Conn, err error) {
 	h := (*Hub)(e)
 	s := sessionOf(c)
 	h.unregister(s) // false if a newer login replaced it: counted out then
+	h.stats.closed.Add(1)
 	code, reason := closeCause(s, err)
 	h.log.Info("session closed", "user", s.info.User, "device", s.info.Device, "remote", s.info.Remote,
 		"session", s.info.ID, "code", code, "reason", reason, "duration", time.Since(s.info.Connected).Round(time.Millisecond).String())
