@@ -5,10 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
@@ -371,3 +374,21 @@ type addrString string
 
 func (a addrString) Network() string { return "tcp" }
 func (a addrString) String() string  { return string(a) }
+
+// requireTool returns the path of a program a test drives for real (nginx,
+// chromium, ip, systemd-analyze). Missing, it fails the test on CI (where
+// .ci/run installs it) and skips it elsewhere, saying how to install it.
+func requireTool(tb testing.TB, name, debianPackage string) string {
+	tb.Helper()
+	for _, p := range []string{name, "/usr/sbin/" + name, "/sbin/" + name} {
+		if path, err := exec.LookPath(p); err == nil {
+			return path
+		}
+	}
+	msg := fmt.Sprintf("%s not installed (apt-get install %s; .ci/run installs it)", name, debianPackage)
+	if os.Getenv("CI") == "true" {
+		tb.Fatal(msg)
+	}
+	tb.Skip(msg)
+	return ""
+}
