@@ -103,6 +103,7 @@ func New(cfg Config) (*Hub, error) {
 	}
 	h.upgrader = gws.NewUpgrader((*events)(h), &gws.ServerOption{
 		ReadMaxPayloadSize: cfg.MaxMessageBytes,
+		ReadBufferSize:     1024, // clients send little: pings and small frames; 4 KiB of 13 per idle connection otherwise
 		CheckUtf8Enabled:   true,
 		Recovery:           gws.Recovery,
 		Logger:             gwsLogger{h.log},
