@@ -305,7 +305,9 @@ func splitHostPort(addr string) (string, int, error) {
 
 // join tries the seeds and every member lost from view once.
 func (c *Cluster) join() bool {
-	targets := slices.Clone(c.cfg.Seeds)
+	// Our own address among the seeds (one seed list for every VM) would
+	// "answer" and hide that nobody else did.
+	targets := slices.DeleteFunc(slices.Clone(c.cfg.Seeds), func(s string) bool { return s == c.selfAddr })
 	c.mu.Lock()
 	for _, m := range c.lost {
 		if !slices.Contains(targets, m.addr) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -221,5 +222,28 @@ func TestLeaveIsSeenAsLeft(t *testing.T) {
 	}
 	if err := b.Leave(ctx); err != nil {
 		t.Fatalf("second Leave: %v", err)
+	}
+}
+
+func TestSelfAmongSeedsIsNotAnAnswer(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := l.Addr().String()
+	l.Close()
+	var log syncBuffer
+	// One seed list for every VM names this node too; the other seed is down.
+	c, err := New(Config{NodeName: "solo", Bind: self, Seeds: []string{self, "127.0.0.1:1"}, RejoinInterval: time.Hour,
+		Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(&echoHandler{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Leave(context.Background()) })
+	if !strings.Contains(log.String(), "no seed answered") {
+		t.Fatalf("this node's own address counted as a seed that answered: %s", log.String())
 	}
 }

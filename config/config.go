@@ -265,6 +265,16 @@ func (c *Config) validate() error {
 			return c.keyErr("auth.api_keys", "an empty key is not allowed")
 		}
 	}
+	for _, kv := range []struct {
+		key  string
+		vals []string
+	}{{"auth.jwt_secret", []string{c.Auth.JWTSecret}}, {"auth.api_keys", c.Auth.APIKeys}, {"cluster.secret_keys", c.Cluster.SecretKeys}} {
+		for _, v := range kv.vals {
+			if strings.HasPrefix(v, "REPLACE") {
+				return c.keyErr(kv.key, "is still the example's placeholder %q: set a real value", v)
+			}
+		}
+	}
 	s := c.Session
 	for _, d := range []struct {
 		key string

@@ -473,3 +473,16 @@ func TestLoadClusterExposure(t *testing.T) {
 		})
 	}
 }
+
+func TestLoadRefusesPlaceholders(t *testing.T) {
+	for _, tc := range []struct{ key, toml string }{
+		{"auth.jwt_secret", "[auth]\njwt_secret = \"REPLACE-with-48-random-bytes-REPLACE-with-48-random\"\n"},
+		{"auth.api_keys", "[auth]\napi_keys = [\"REPLACE-me\"]\n"},
+	} {
+		t.Run(tc.key, func(t *testing.T) {
+			path := writeConfig(t, tc.toml) // on loopback: refused all the same
+			_, err := Load(path, nil)
+			wantErrContains(t, err, tc.key, path, "placeholder")
+		})
+	}
+}
