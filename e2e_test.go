@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/base64"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -321,4 +322,27 @@ func TestShutdownCloses1012(t *testing.T) {
 	if _, err := http.Get("http://" + tn.Addr() + "/healthz"); err == nil {
 		t.Fatal("node still accepts requests after shutdown")
 	}
+}
+
+// TestShutdownNotHeldByIdleConnection: a connection that never sends a
+// request (browsers keep a spare one) must not delay the 1012.
+func TestShutdownNotHeldByIdleConnection(t *testing.T) {
+	tn := startNode(t, testConfig(t))
+	c := tn.dial(t, tn.token(t, "i", ""), dialOpts{})
+	waitFor(t, "session registered", func() bool { return tn.hub.Len() == 1 })
+	idle, err := net.Dial("tcp", tn.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	start := time.Now()
+	tn.cancel() // as SIGTERM
+	if code, _ := c.waitClose(t); code != 1012 {
+		t.Fatalf("close %d, want 1012", code)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("1012 came %s after shutdown began: held back by the idle connection", took)
+	}
+	tn.stop(t)
+	t.Logf("shutdown done %s after it began", time.Since(start))
 }

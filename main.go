@@ -34,6 +34,7 @@ import (
 	"wsmesh/internal/sdnotify"
 	"wsmesh/relay"
 	"wsmesh/session"
+	"wsmesh/web"
 )
 
 const usage = `wsmesh: a broker-less WebSocket gateway cluster.
@@ -224,7 +225,13 @@ func newNode(cfg *config.Config, log *slog.Logger, h hooks) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
+	var routes map[string]http.Handler
+	if cfg.HTTP.DemoEnabled() {
+		demo := web.Demo() // /demo/ and /demo/wsmesh.js; /demo redirects there
+		routes = map[string]http.Handler{"GET /demo": demo, "GET /demo/": demo}
+	}
 	api, err := relay.New(relay.Config{
+		Routes:          routes,
 		Hub:             hub,
 		Cluster:         cl,
 		APIKeys:         cfg.Auth.APIKeys,
@@ -274,8 +281,29 @@ func (n *node) serve() error {
 
 // shutdown stops accepting, lets in-flight requests answer, closes every
 // session with 1012, then leaves the cluster (peers see "left" at once).
+//
+// http.Server.Shutdown also waits for idle connections that never sent a
+// request (a browser's spare socket) for up to 5 s: that must not hold the
+// 1012 back. So sessions close once the in-flight requests are done, and the
+// connections still idle then are cut.
 func (n *node) shutdown(ctx context.Context) error {
-	return errors.Join(n.srv.Shutdown(ctx), n.hub.Shutdown(ctx), n.cluster.Leave(ctx))
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- n.srv.Shutdown(ctx) }()
+	tick := time.NewTicker(2 * time.Millisecond)
+	for n.inFlight.Load() > 0 && ctx.Err() == nil {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+		}
+	}
+	tick.Stop()
+	hubErr := n.hub.Shutdown(ctx)
+	_ = n.srv.Close() // in-flight requests are answered: what is left is idle
+	httpErr := <-httpDone
+	if errors.Is(httpErr, http.ErrServerClosed) {
+		httpErr = nil
+	}
+	return errors.Join(httpErr, hubErr, n.cluster.Leave(ctx))
 }
 
 // newLogger builds the process logger: tint on a terminal, JSON otherwise.

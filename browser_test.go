@@ -1,0 +1,560 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The browser test drives web/index.html (the demo page, served by the
+// nodes at /demo/) in the system's headless Chromium through
+// web/e2e/browser.mjs (playwright-core, no browser download): see that file
+// for the line protocol between this test and the driver.
+
+const e2eDir = "web/e2e"
+
+// requirePlaywright checks that `npm ci` ran in web/e2e: missing, it fails
+// the test on CI and skips it elsewhere, like requireTool.
+func requirePlaywright(tb testing.TB) {
+	tb.Helper()
+	if _, err := os.Stat(filepath.Join(e2eDir, "node_modules", "playwright-core", "package.json")); err == nil {
+		return
+	}
+	msg := "playwright-core not installed in " + e2eDir + ": run `cd web/e2e && npm ci` (.ci/run does)"
+	if os.Getenv("CI") == "true" {
+		tb.Fatal(msg)
+	}
+	tb.Skip(msg)
+}
+
+// browserEvent is an event line of the driver, with when it arrived.
+type browserEvent struct {
+	at time.Time
+	m  map[string]any
+}
+
+func (e browserEvent) String() string {
+	b, _ := json.Marshal(e.m)
+	return string(b)
+}
+
+// browser is a running web/e2e/browser.mjs with its Chromium.
+type browser struct {
+	cmd     *exec.Cmd
+	stdin   io.WriteCloser
+	replies chan map[string]any
+	events  chan browserEvent
+	exited  chan error // receives the driver's exit once its output is read
+	nextID  int
+}
+
+// startBrowser starts the driver with a fresh Chromium profile and waits
+// until the browser is up. When the test ends it closes stdin (the driver
+// closes Chromium and exits) and waits; a driver that hangs gets SIGTERM,
+// then SIGKILL.
+func startBrowser(t *testing.T, nodeBin, chromium string) *browser {
+	t.Helper()
+	lw := &tlogWriter{tb: t}
+	cmd := exec.Command(nodeBin, "browser.mjs")
+	cmd.Dir = e2eDir
+	cmd.Env = append(os.Environ(), "WSMESH_CHROMIUM="+chromium, "WSMESH_E2E_PROFILE="+t.TempDir())
+	cmd.Stderr = prefixWriter{"browser stderr: ", lw}
+	// Should the test binary die, the driver goes with it, and Chromium,
+	// whose DevTools pipe then closes, with the driver.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &browser{cmd: cmd, stdin: stdin, replies: make(chan map[string]any, 4), events: make(chan browserEvent, 4096), exited: make(chan error, 1)}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64<<10), 4<<20)
+		for sc.Scan() {
+			var m map[string]any
+			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+				fmt.Fprintf(lw, "browser stdout: %s", sc.Bytes())
+				continue
+			}
+			if _, ok := m["reply"]; ok {
+				select {
+				case b.replies <- m:
+				default: // an answer no one waits for any more (the test failed)
+					fmt.Fprintf(lw, "browser: late answer %s", sc.Bytes())
+				}
+				continue
+			}
+			ev := browserEvent{at: time.Now(), m: m}
+			fmt.Fprintf(lw, "browser: %s", ev)
+			select {
+			case b.events <- ev:
+			default:
+				fmt.Fprintf(lw, "browser: event buffer full, dropped %s", ev)
+			}
+		}
+		b.exited <- cmd.Wait() // all output read: now Wait may close the pipe
+	}()
+	t.Cleanup(func() {
+		stdin.Close()
+		select {
+		case err := <-b.exited:
+			if err != nil {
+				t.Errorf("browser driver: %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Errorf("browser driver did not exit within 15s of its stdin closing: SIGTERM")
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-b.exited:
+			case <-time.After(5 * time.Second):
+				_ = cmd.Process.Kill()
+				select {
+				case <-b.exited:
+				case <-time.After(5 * time.Second):
+					t.Errorf("browser driver's output still open 5s after SIGKILL (a Chromium process holds it?)")
+				}
+			}
+		}
+		lw.mu.Lock()
+		lw.done = true
+		lw.mu.Unlock()
+	})
+	ready := b.waitEvent(t, "the browser to start", 30*time.Second, func(m map[string]any) bool { return m["event"] == "ready" })
+	t.Logf("Chromium %v up", ready.m["version"])
+	return b
+}
+
+// prefixWriter logs each write with a prefix.
+type prefixWriter struct {
+	prefix string
+	w      io.Writer
+}
+
+func (p prefixWriter) Write(b []byte) (int, error) {
+	for _, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		fmt.Fprintf(p.w, "%s%s", p.prefix, line)
+	}
+	return len(b), nil
+}
+
+// do sends a command and returns the driver's answer; an error answer, or
+// none within the command's timeout and 5s more, fails the test.
+func (b *browser) do(t *testing.T, cmd string, args map[string]any) map[string]any {
+	t.Helper()
+	b.nextID++
+	msg := map[string]any{"timeout": waitLimit.Milliseconds()}
+	for k, v := range args {
+		msg[k] = v
+	}
+	msg["seq"], msg["cmd"] = b.nextID, cmd
+	line, err := json.Marshal(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.stdin.Write(append(line, '\n')); err != nil {
+		t.Fatalf("browser %s: write: %v", cmd, err)
+	}
+	select {
+	case r := <-b.replies:
+		if r["reply"] != float64(b.nextID) {
+			t.Fatalf("browser %s: answer %v is not to command %d", cmd, r, b.nextID)
+		}
+		if r["ok"] != true {
+			t.Fatalf("browser %s %s: %v", cmd, summarize(args), r["error"])
+		}
+		return r
+	case err := <-b.exited:
+		t.Fatalf("browser driver exited during %s: %v", cmd, err)
+	case <-time.After(waitLimit + 5*time.Second):
+		t.Fatalf("browser %s: no answer within %s", cmd, waitLimit+5*time.Second)
+	}
+	return nil
+}
+
+// summarize shows a command's arguments without the token.
+func summarize(args map[string]any) string {
+	parts := []string{}
+	for k, v := range args {
+		if k == "token" {
+			v = "…"
+		}
+		parts = append(parts, fmt.Sprintf("%s=%v", k, v))
+	}
+	return strings.Join(parts, " ")
+}
+
+// waitEvent reads events until one matches, failing after limit. Events
+// read on the way are returned to no one: callers wait in order.
+func (b *browser) waitEvent(t *testing.T, what string, limit time.Duration, match func(map[string]any) bool) browserEvent {
+	t.Helper()
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	for {
+		select {
+		case ev := <-b.events:
+			if match(ev.m) {
+				return ev
+			}
+		case err := <-b.exited:
+			t.Fatalf("browser driver exited while waiting for %s: %v", what, err)
+		case <-deadline.C:
+			t.Fatalf("timed out after %s waiting for the browser: %s", limit, what)
+		}
+	}
+}
+
+// drain returns the events that have arrived and not been read.
+func (b *browser) drain() []browserEvent {
+	var evs []browserEvent
+	for {
+		select {
+		case ev := <-b.events:
+			evs = append(evs, ev)
+		default:
+			return evs
+		}
+	}
+}
+
+// pageKind is the page's own event name ("open", "close", "state", ...).
+func pageKind(m map[string]any) string {
+	if m["event"] != "page" {
+		return ""
+	}
+	s, _ := m["page"].(string)
+	return s
+}
+
+// shownNode is the node address the page says it is connected to.
+func shownNode(st map[string]any) string {
+	return strings.TrimPrefix(fmt.Sprint(st["node"]), "connected to ")
+}
+
+// sessionOwner asks every node in nodes for GET /cluster until all agree
+// that the cluster holds exactly one session, and returns the node holding it.
+func sessionOwner(t *testing.T, nodes []*testNode) *testNode {
+	t.Helper()
+	var owner string
+	waitFor(t, "every node's /cluster to show exactly one session, on the same node", func() bool {
+		owner = ""
+		for _, n := range nodes {
+			code, out, _ := n.api(t, http.MethodGet, "/cluster", "")
+			if code != http.StatusOK || out["table_size"] != 1.0 {
+				return false
+			}
+			holder := ""
+			for _, m := range out["members"].([]any) {
+				mm := m.(map[string]any)
+				if mm["sessions"] == 1.0 {
+					holder = fmt.Sprint(mm["name"])
+				}
+			}
+			if holder == "" || owner != "" && holder != owner {
+				return false
+			}
+			owner = holder
+		}
+		return true
+	})
+	for _, n := range nodes {
+		if n.cfg.Node.Name == owner {
+			return n
+		}
+	}
+	t.Fatalf("/cluster names %q, not one of the running nodes", owner)
+	return nil
+}
+
+// TestBrowserClient runs the demo page (web/index.html with web/wsmesh.js)
+// in headless Chromium against three in-process nodes, twice: "nginx" opens
+// the page and its WebSocket through nginx running deploy/nginx.conf (the
+// upstream picks a live node), "direct" opens the page on the first node and
+// gives it all three nodes' URLs to try in turn. In each:
+//
+//	(0) a token the server refuses: the page shows "unauthorized", and its
+//	    client reports the 4001 close with no reconnect to follow;
+//	(a) a good token pasted into the form: the page connects, and a /send
+//	    through another node shows up in its message list (screenshot);
+//	(b) a second login of the same user and device on another node: the page
+//	    shows "evicted" and does not reconnect (which would evict the newer login);
+//	(c) a fresh page load with ?token= connects again (evicting that login);
+//	    the node it is on (found by /cluster session counts) shuts down as on
+//	    SIGTERM: the page gets 1012, reconnects at once to another node, and a
+//	    /send reaches it.
+func TestBrowserClient(t *testing.T) {
+	chromium := requireTool(t, "chromium", "chromium")
+	nodeBin := requireTool(t, "node", "nodejs")
+	requirePlaywright(t)
+	t.Run("nginx", func(t *testing.T) {
+		requireTool(t, "nginx", "nginx")
+		nodes := browserCluster(t)
+		ng := startNginx(t, []string{nodes[0].Addr(), nodes[1].Addr(), nodes[2].Addr()}, nginxOpts{})
+		// The page's default node is its own host: nginx.
+		browserScenario(t, nodeBin, chromium, nodes, "http://"+ng+"/demo/", "", ng)
+	})
+	t.Run("direct", func(t *testing.T) {
+		nodes := browserCluster(t)
+		// The page comes from t1 but lists it last, so its WebSocket goes to
+		// t2 first. Chromium keeps a spare, silent connection to the page's
+		// origin; http.Server.Shutdown waits up to 5s for such a connection
+		// before the node closes its sessions, which would delay the 1012
+		// this test times (past node.shutdown_timeout here, so it becomes a
+		// cut, 1006). The nginx subtest has no such connection to a node.
+		list := strings.Join([]string{nodes[1].Addr(), nodes[2].Addr(), nodes[0].Addr()}, ",")
+		browserScenario(t, nodeBin, chromium, nodes, "http://"+nodes[0].Addr()+"/demo/", list, "")
+	})
+}
+
+// browserCluster is three nodes serving the demo page.
+func browserCluster(t *testing.T) []*testNode {
+	return newTestCluster(t, 3, func(i int, h *testConfigHooks) {
+		h.cfg.HTTP.Demo = "on"
+		h.cfg.Log.Level = "info"
+	})
+}
+
+// browserScenario runs TestBrowserClient's steps. The page is loaded from
+// pageURL with ?nodes=nodeList ("": the page's default, its own host).
+// proxy is the address the page connects through ("": it connects to the
+// nodes directly and shows which one it is on).
+func browserScenario(t *testing.T, nodeBin, chromium string, nodes []*testNode, pageURL, nodeList, proxy string) {
+	query := func(token string) string {
+		v := url.Values{}
+		if nodeList != "" {
+			v.Set("nodes", nodeList)
+		}
+		if token != "" {
+			v.Set("token", token)
+		}
+		return pageURL + "?" + v.Encode()
+	}
+	// shows checks the node the page says it is on: the proxy, or the node.
+	shows := func(step, shown string, n *testNode) {
+		t.Helper()
+		want := n.Addr()
+		if proxy != "" {
+			want = proxy
+		}
+		if shown != want {
+			t.Fatalf("%s the page says it is connected to %q, want %s (/cluster: %s on %s)", step, shown, want, n.cfg.Node.Name, n.Addr())
+		}
+	}
+	t.Logf("page at %s; nodes %s %s %s", pageURL, nodes[0].Addr(), nodes[1].Addr(), nodes[2].Addr())
+
+	start := time.Now()
+	b := startBrowser(t, nodeBin, chromium)
+	t.Logf("browser driver ready in %s", time.Since(start).Round(time.Millisecond))
+
+	// (0) A token the server refuses: 4001, no reconnect.
+	r := b.do(t, "goto", map[string]any{"url": query("not-a-jwt")})
+	if r["status"] != 200.0 || r["title"] != "wsmesh demo" {
+		t.Fatalf("page load: %v", r)
+	}
+	st := b.do(t, "waitState", map[string]any{"state": "unauthorized"})
+	if !strings.Contains(fmt.Sprint(st["detail"]), "token malformed") {
+		t.Errorf("(0) the unauthorized page says %q, want the server's reason (token malformed)", st["detail"])
+	}
+	b.waitEvent(t, "the page to report close 4001 without reconnect", waitLimit, func(m map[string]any) bool {
+		return pageKind(m) == "close" && m["code"] == 4001.0 && m["reconnect"] == false
+	})
+
+	// (a) Paste a good token into the form, press Connect.
+	tok := nodes[0].token(t, "42", "web")
+	connectAt := time.Now()
+	b.do(t, "connect", map[string]any{"token": tok})
+	st = b.do(t, "waitState", map[string]any{"state": "open"})
+	t.Logf("(a) page open %s after pressing Connect, showing %q", time.Since(connectAt).Round(time.Millisecond), st["node"])
+	owner := sessionOwner(t, nodes)
+	shows("(a)", shownNode(st), owner)
+	var sender *testNode
+	for _, n := range nodes {
+		if n != owner {
+			sender = n
+			break
+		}
+	}
+	sentAt := time.Now()
+	out := sender.send(t, `{"users":["42"],"data":{"hello":"browser","step":"a"}}`)
+	if out["delivered"] != 1.0 {
+		t.Fatalf("(a) send on %s: %v", sender.cfg.Node.Name, out)
+	}
+	if res := out["results"].([]any)[0].(map[string]any); res["node"] != owner.cfg.Node.Name || res["device"] != "web" {
+		t.Fatalf("(a) send result %v, want delivered by %s", res, owner.cfg.Node.Name)
+	}
+	id := fmt.Sprint(out["id"])
+	msg := b.do(t, "waitMessage", map[string]any{"id": id})
+	t.Logf("(a) page on %s; /send on %s shown %s later: %q", owner.cfg.Node.Name, sender.cfg.Node.Name, time.Since(sentAt).Round(time.Millisecond), msg["text"])
+	if text := fmt.Sprint(msg["text"]); !strings.Contains(text, id) || !strings.Contains(text, `"hello": "browser"`) {
+		t.Fatalf("(a) the page shows %q for message %s", text, id)
+	}
+	out2 := owner.send(t, `{"users":["42"],"data":"second, through the owner"}`)
+	b.do(t, "waitMessage", map[string]any{"id": out2["id"]})
+	shotDir := t.TempDir()
+	if d := os.Getenv("WSMESH_SCREENSHOT_DIR"); d != "" { // to keep them: the temp dir goes with the test
+		shotDir = d
+	}
+	name := "direct"
+	if proxy != "" {
+		name = "nginx"
+	}
+	shot := filepath.Join(shotDir, "demo-"+name+"-after-send.png")
+	b.do(t, "screenshot", map[string]any{"path": shot})
+	t.Logf("(a) screenshot: %s", shot)
+
+	// (b) The same user and device log in on another node: the page is evicted.
+	var other *testNode
+	for _, n := range nodes {
+		if n != owner && n != sender {
+			other = n
+		}
+	}
+	b.drain()
+	loginAt := time.Now()
+	goClient := other.dial(t, other.token(t, "42", "web"), dialOpts{})
+	st = b.do(t, "waitState", map[string]any{"state": "evicted"})
+	t.Logf("(b) page shows evicted %s after the login on %s: %q", time.Since(loginAt).Round(time.Millisecond), other.cfg.Node.Name, st["detail"])
+	b.waitEvent(t, "the page to report close 4000 without reconnect", waitLimit, func(m map[string]any) bool {
+		return pageKind(m) == "close" && m["code"] == 4000.0 && m["reconnect"] == false
+	})
+	// A page that reconnected would evict the Go client in turn. The client
+	// backs off 250-500ms first, so a quiet 2s shows it does not.
+	const quiet = 2 * time.Second
+	quietTimer := time.NewTimer(quiet)
+	select {
+	case <-goClient.closed:
+		t.Fatalf("(b) the newer login was closed (code %d %q): the evicted page reconnected", goClient.code, goClient.reason)
+	case <-quietTimer.C:
+	}
+	for _, ev := range b.drain() {
+		if k := pageKind(ev.m); k == "open" || k == "reconnect" || k == "state" && ev.m["state"] != "evicted" {
+			t.Fatalf("(b) the page did something after its eviction: %s", ev)
+		}
+	}
+	if st := b.do(t, "snapshot", nil); st["state"] != "evicted" {
+		t.Fatalf("(b) page state %v %s after eviction, want still evicted", st["state"], quiet)
+	}
+	shotEvicted := filepath.Join(shotDir, "demo-"+name+"-evicted.png")
+	b.do(t, "screenshot", map[string]any{"path": shotEvicted})
+	t.Logf("(b) screenshot: %s", shotEvicted)
+
+	// (c) Load the page again with ?token=: it connects at once and takes
+	// over, evicting the Go client.
+	reloadAt := time.Now()
+	b.do(t, "goto", map[string]any{"url": query(tok)})
+	st = b.do(t, "waitState", map[string]any{"state": "open"})
+	t.Logf("(c) reloaded page open %s after the load began", time.Since(reloadAt).Round(time.Millisecond))
+	if code, reason := goClient.waitClose(t); code != 4000 {
+		t.Fatalf("(c) the Go client's session closed with %d %q, want 4000 (evicted by the page)", code, reason)
+	}
+	owner = sessionOwner(t, nodes)
+	shows("(c)", shownNode(st), owner)
+	t.Logf("(c) /cluster: the page's session is on %s; stopping it as SIGTERM would", owner.cfg.Node.Name)
+	var survivors []*testNode
+	for _, n := range nodes {
+		if n != owner {
+			survivors = append(survivors, n)
+		}
+	}
+	b.drain()
+	stopAt := time.Now()
+	owner.stop(t)
+	stopTook := time.Since(stopAt)
+	closeEv := b.waitEvent(t, "the page to see 1012", waitLimit, func(m map[string]any) bool { return pageKind(m) == "close" })
+	if closeEv.m["code"] != 1012.0 || closeEv.m["reconnect"] != true {
+		t.Fatalf("(c) the page's socket closed with %s, want 1012 and a reconnect", closeEv)
+	}
+	if d, _ := closeEv.m["delay"].(float64); d > 500 {
+		t.Fatalf("(c) the page waits %vms before reconnecting after 1012, want at most restartJitter (500ms)", d)
+	}
+	openEv := b.waitEvent(t, "the page to reconnect", waitLimit, func(m map[string]any) bool { return pageKind(m) == "open" })
+	newOwner := sessionOwner(t, survivors)
+	t.Logf("(c) %s stopped in %s; the page saw 1012 %s after the stop began, reconnected after %vms, was open on %s %s after the stop began",
+		owner.cfg.Node.Name, stopTook.Round(time.Millisecond), closeEv.at.Sub(stopAt).Round(time.Millisecond), closeEv.m["delay"],
+		newOwner.cfg.Node.Name, openEv.at.Sub(stopAt).Round(time.Millisecond))
+	shows("(c) after 1012:", fmt.Sprint(openEv.m["node"]), newOwner)
+	st = b.do(t, "waitState", map[string]any{"state": "open"})
+	shows("(c) after 1012:", shownNode(st), newOwner)
+
+	// Send through the surviving node that the page is not on: poll until
+	// its table knows the new session.
+	var via *testNode
+	for _, n := range survivors {
+		if n != newOwner {
+			via = n
+		}
+	}
+	var delivered map[string]any
+	tries := 0
+	sendAt := time.Now()
+	pollUntil(t, "a /send on "+via.cfg.Node.Name+" to reach the reconnected page", waitLimit, func() bool {
+		tries++
+		out := via.send(t, fmt.Sprintf(`{"users":["42"],"data":{"step":"c","try":%d}}`, tries))
+		if out["delivered"] == 1.0 {
+			delivered = out
+			return true
+		}
+		return false
+	})
+	if res := delivered["results"].([]any)[0].(map[string]any); res["node"] != newOwner.cfg.Node.Name {
+		t.Fatalf("(c) delivered by %v, the page is on %s", res["node"], newOwner.cfg.Node.Name)
+	}
+	msg = b.do(t, "waitMessage", map[string]any{"id": delivered["id"]})
+	t.Logf("(c) /send on %s delivered on try %d, %s after the page's session was found; shown: %q", via.cfg.Node.Name, tries, time.Since(sendAt).Round(time.Millisecond), msg["text"])
+	shot2 := filepath.Join(shotDir, "demo-"+name+"-after-1012.png")
+	b.do(t, "screenshot", map[string]any{"path": shot2})
+	t.Logf("(c) screenshot: %s", shot2)
+	t.Logf("whole scenario, browser start included: %s", time.Since(start).Round(time.Millisecond))
+}
+
+// TestBrowserDemoMounted checks that a node serves the demo only as
+// http.demo says (no browser needed).
+func TestBrowserDemoMounted(t *testing.T) {
+	for _, tc := range []struct {
+		demo, listen string
+		served       bool
+	}{
+		{"on", "127.0.0.1:0", true},
+		{"auto", "127.0.0.1:0", true},
+		{"off", "127.0.0.1:0", false},
+	} {
+		cfg := testConfig(t)
+		cfg.HTTP.Demo = tc.demo
+		cfg.HTTP.Listen = tc.listen
+		n := startNode(t, cfg)
+		c := http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		for path, want := range map[string]int{"/demo/": 200, "/demo/wsmesh.js": 200, "/demo?token=x": 301, "/demo/nope": 404} {
+			if !tc.served {
+				want = 404
+			}
+			resp, err := c.Get("http://" + n.Addr() + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != want {
+				t.Errorf("http.demo %q: GET %s: %d, want %d", tc.demo, path, resp.StatusCode, want)
+			}
+			if want == 301 && resp.Header.Get("Location") != "/demo/?token=x" {
+				t.Errorf("http.demo %q: GET %s: Location %q", tc.demo, path, resp.Header.Get("Location"))
+			}
+		}
+		n.stop(t)
+	}
+}

@@ -1,0 +1,447 @@
+// wsmesh.js: a dependency-free client for a wsmesh cluster (see README.md,
+// "WebSocket protocol"). It keeps one WebSocket to one of the given nodes:
+//
+//   import { WsMesh } from './wsmesh.js';
+//   const mesh = new WsMesh(['wss://a.example/ws', 'wss://b.example/ws'], {
+//     getToken: async () => (await fetch('/my-token')).text(), // or token: 'JWT'
+//   });
+//   mesh.onmessage = (data, id) => console.log(id, data);
+//   mesh.on('state', (state) => console.log(state));
+//   mesh.on('evicted', () => alert('signed in elsewhere'));
+//   // later: mesh.close();
+//
+// What it does with the server's close codes:
+//
+//   1012 node shutting down  reconnect at once (up to restartJitter ms of jitter),
+//                            to the next URL in the list
+//   4000 evicted             a newer login of this user and device replaced this
+//                            one: no reconnect; "evicted" event, state "evicted"
+//   4001 unauthorized        no reconnect; "unauthorized" event, state
+//                            "unauthorized". Get a new token and call connect()
+//                            (with getToken, connect() asks it again)
+//   4002 slow consumer,      reconnect with jittered exponential backoff
+//   anything else            (1000 idle timeout, 1006 network, refused, ...)
+//
+// Every reconnect tries the next URL in the list (round robin), so a list of
+// nodes, or one URL behind a load balancer, both work. Heartbeat: every
+// `heartbeat` ms the client sends {"type":"ping"}; if no frame at all (pong or
+// anything else) arrives within `heartbeatTimeout` ms after it, the socket is
+// taken as dead: it is closed and a reconnect is scheduled with backoff. The
+// backoff restarts from `backoff.min` once a connection has stayed open for
+// `stableAfter` ms.
+//
+// It needs nothing but a WebSocket class with the browser's shape
+// (constructor(url), onopen/onmessage/onclose/onerror, send, close,
+// readyState) and setTimeout: no DOM, no EventTarget. It runs as is in
+// browsers and Node 22+ (global WebSocket).
+//
+// WeChat mini-programs have no WebSocket class but wx.connectSocket. Pass an
+// adapter as options.WebSocket (the domain must be a configured wss:// socket
+// domain of the mini-program; ES module syntax needs the developer tools'
+// "ES6 to ES5" compile option, or turn `export` into `module.exports`):
+//
+//   class WxWebSocket {
+//     constructor(url) {
+//       this.readyState = 0; // CONNECTING
+//       this.task = wx.connectSocket({ url });
+//       this.task.onOpen(() => { this.readyState = 1; if (this.onopen) this.onopen({}); });
+//       this.task.onMessage((m) => { if (this.onmessage) this.onmessage({ data: m.data }); });
+//       this.task.onError((e) => { if (this.onerror) this.onerror(e); });
+//       this.task.onClose((e) => {
+//         this.readyState = 3; // CLOSED
+//         if (this.onclose) this.onclose({ code: e.code, reason: e.reason || '', wasClean: true });
+//       });
+//     }
+//     send(data) { this.task.send({ data }); }
+//     close(code, reason) { this.readyState = 2; this.task.close({ code: code || 1000, reason: reason || '' }); }
+//   }
+//   const mesh = new WsMesh('wss://push.example.com/ws', { WebSocket: WxWebSocket, getToken });
+//   // App.onShow: if (mesh.state !== 'open') mesh.connect();  App.onHide: nothing to do
+//
+// Android (OkHttp) and other clients follow the same rules; this file is
+// the reference for them.
+//
+// The syntax is kept to ES2017 (no ?., ??, class fields) so that old
+// WebViews and the mini-program compiler take it unchanged.
+
+/** Close codes the server sends (README.md, "Close codes"). */
+export const CloseCode = Object.freeze({
+  NORMAL: 1000,
+  ABNORMAL: 1006, // no close frame: network error, refused, or a dead heartbeat
+  SERVER_RESTART: 1012,
+  EVICTED: 4000,
+  UNAUTHORIZED: 4001,
+  SLOW_CONSUMER: 4002,
+});
+
+const OPEN = 1;
+
+/** The defaults of every option; see the WsMesh constructor. */
+export const defaults = Object.freeze({
+  heartbeat: 25000,
+  heartbeatTimeout: 10000,
+  connectTimeout: 10000,
+  restartJitter: 500,
+  stableAfter: 10000,
+  backoff: Object.freeze({ min: 500, max: 30000, factor: 2 }),
+});
+
+/**
+ * The delay before reconnect number `attempt` (0 for the first): the
+ * exponential base min*factor^attempt capped at max, with "equal jitter":
+ * a uniformly random value in [base/2, base). `random` returns [0, 1).
+ */
+export function backoffDelay(attempt, backoff, random) {
+  const b = Object.assign({}, defaults.backoff, backoff);
+  const base = Math.min(b.max, b.min * Math.pow(b.factor, Math.max(0, attempt)));
+  return Math.round(base / 2 + (random || Math.random)() * (base / 2));
+}
+
+/**
+ * A connection to a wsmesh cluster that heals itself.
+ *
+ * States ("state" event, and .state): "idle" (before connect), "connecting",
+ * "open", "reconnecting" (waiting for or dialing a reconnect), "evicted",
+ * "unauthorized", "closed" (after close()).
+ *
+ * Events, through mesh.on(type, fn) (returns a function that removes it) or
+ * a property mesh['on' + type] = fn:
+ *   message(data, id, frame)   a {"type":"message"} frame
+ *   open({url})                a socket opened; url is the node's URL (no token)
+ *   close({code, reason, wasClean, reconnect, delay})
+ *                              a socket closed (code 1006 for network errors,
+ *                              refused connections and dead heartbeats);
+ *                              reconnect tells whether a reconnect follows,
+ *                              after delay ms
+ *   state(state, previous)
+ *   reconnect({attempt, delay, url})   a reconnect is scheduled
+ *   evicted({reason})          a newer login replaced this one (4000)
+ *   unauthorized({reason})     the token was refused (4001)
+ *   pong()                     the answer to a heartbeat ping
+ *   frame(frame)               any other frame, parsed
+ *   error(err)                 getToken failed, or the WebSocket constructor threw
+ */
+export class WsMesh {
+  /**
+   * @param {string|string[]} urls  ws:// or wss:// URLs of the nodes' /ws
+   * @param {object} [options]
+   * @param {string} [options.token]        the client JWT
+   * @param {function(): (string|Promise<string>)} [options.getToken]
+   *        asked before every connection; wins over token
+   * @param {number} [options.heartbeat=25000]  ms between pings; 0: none
+   * @param {number} [options.heartbeatTimeout=10000]  ms to wait for any frame after a ping
+   * @param {number} [options.connectTimeout=10000]  ms for a socket to open
+   * @param {{min?: number, max?: number, factor?: number}} [options.backoff]
+   *        reconnect delays: min 500, max 30000, factor 2
+   * @param {number} [options.restartJitter=500]  most ms to wait before reconnecting after 1012
+   * @param {number} [options.stableAfter=10000]  ms open after which backoff restarts from min
+   * @param {boolean} [options.autoConnect=true]  connect from the constructor
+   * @param {function} [options.WebSocket]  the WebSocket class (default: the global one)
+   * @param {{setTimeout: function, clearTimeout: function}} [options.timers]  for tests
+   * @param {function(): number} [options.random]  Math.random by default; for tests
+   */
+  constructor(urls, options) {
+    const o = options || {};
+    this.urls = (Array.isArray(urls) ? urls : [urls]).map(String);
+    if (this.urls.length === 0) throw new TypeError('WsMesh: no URL');
+    const pick = (v, d) => (v === undefined || v === null ? d : v);
+    this.options = {
+      token: o.token,
+      getToken: o.getToken,
+      heartbeat: pick(o.heartbeat, defaults.heartbeat),
+      heartbeatTimeout: pick(o.heartbeatTimeout, defaults.heartbeatTimeout),
+      connectTimeout: pick(o.connectTimeout, defaults.connectTimeout),
+      restartJitter: pick(o.restartJitter, defaults.restartJitter),
+      stableAfter: pick(o.stableAfter, defaults.stableAfter),
+      backoff: Object.assign({}, defaults.backoff, o.backoff),
+      WebSocket: o.WebSocket || globalThis.WebSocket,
+      timers: o.timers || { setTimeout: (f, ms) => setTimeout(f, ms), clearTimeout: (t) => clearTimeout(t) },
+      random: o.random || Math.random,
+    };
+    if (typeof this.options.WebSocket !== 'function') throw new TypeError('WsMesh: no WebSocket class; pass options.WebSocket');
+    /** The current state; see the class comment. */
+    this.state = 'idle';
+    /** The URL (without token) of the socket being dialed or open, else null. */
+    this.url = null;
+    /** Consecutive reconnects since the last stable connection. */
+    this.attempt = 0;
+    this._index = 0; // next URL to dial
+    this._quick = 0; // 1012 reconnects without backoff since the last stable connection
+    this._ws = null;
+    this._gen = 0; // bumped by close() and each dial: stale callbacks check it
+    this._timers = {};
+    this._listeners = {};
+    this._evictedSeen = false;
+    if (o.autoConnect !== false) this.connect();
+  }
+
+  /** Adds a listener; returns a function that removes it. */
+  on(type, fn) {
+    (this._listeners[type] = this._listeners[type] || []).push(fn);
+    return () => this.off(type, fn);
+  }
+
+  /** Removes a listener added with on(). */
+  off(type, fn) {
+    const l = this._listeners[type];
+    if (l) this._listeners[type] = l.filter((f) => f !== fn);
+  }
+
+  /**
+   * Connects, unless a socket is open or being dialed. Call it after
+   * "evicted" or "unauthorized" (with a new token), or after close().
+   */
+  connect() {
+    if (this.state === 'connecting' || this.state === 'open') return;
+    this._clearTimer('reconnect');
+    this.attempt = 0;
+    this._quick = 0;
+    this._dial('connecting');
+  }
+
+  /** Replaces the token used for the next connection. */
+  setToken(token) {
+    this.options.token = token;
+  }
+
+  /** Closes the socket with 1000 and stops every timer; no reconnect. */
+  close() {
+    this._gen++;
+    this._clearAllTimers();
+    const ws = this._ws;
+    this._ws = null;
+    this.url = null;
+    if (ws) {
+      detach(ws);
+      try {
+        ws.close(CloseCode.NORMAL, 'client closed');
+      } catch (e) {
+        // already closed
+      }
+    }
+    this._setState('closed');
+  }
+
+  _emit(type) {
+    const args = Array.prototype.slice.call(arguments, 1);
+    const fns = (this._listeners[type] || []).slice();
+    const prop = this['on' + type];
+    if (typeof prop === 'function') fns.unshift(prop);
+    for (const fn of fns) {
+      try {
+        fn.apply(this, args);
+      } catch (err) {
+        // A listener's bug must not stop the reconnect logic: report it
+        // the way an uncaught error would be.
+        setTimeout(() => {
+          throw err;
+        }, 0);
+      }
+    }
+  }
+
+  _setState(s) {
+    if (this.state === s) return;
+    const prev = this.state;
+    this.state = s;
+    this._emit('state', s, prev);
+  }
+
+  _setTimer(name, ms, fn) {
+    this._clearTimer(name);
+    const t = this.options.timers;
+    this._timers[name] = t.setTimeout(() => {
+      delete this._timers[name];
+      fn();
+    }, ms);
+  }
+
+  _clearTimer(name) {
+    if (name in this._timers) {
+      this.options.timers.clearTimeout(this._timers[name]);
+      delete this._timers[name];
+    }
+  }
+
+  _clearAllTimers() {
+    for (const name of Object.keys(this._timers)) this._clearTimer(name);
+  }
+
+  // _dial gets a token and opens a socket to urls[_index].
+  _dial(state) {
+    const gen = ++this._gen;
+    this._clearAllTimers();
+    const old = this._ws; // e.g. an evicted socket whose close has not come yet
+    this._ws = null;
+    if (old) {
+      detach(old);
+      try {
+        old.close(CloseCode.NORMAL, 'reconnecting');
+      } catch (err) {
+        // already closed
+      }
+    }
+    this._evictedSeen = false;
+    this.url = this.urls[this._index % this.urls.length];
+    this._setState(state);
+    const getToken = this.options.getToken;
+    if (!getToken) {
+      this._open(gen, this.options.token);
+      return;
+    }
+    let p;
+    try {
+      p = Promise.resolve(getToken());
+    } catch (err) {
+      p = Promise.reject(err);
+    }
+    p.then(
+      (token) => {
+        if (gen === this._gen) this._open(gen, token);
+      },
+      (err) => {
+        if (gen !== this._gen) return;
+        this._emit('error', err);
+        this._closed(CloseCode.ABNORMAL, 'getToken failed: ' + (err && err.message ? err.message : err), false, false);
+      }
+    );
+  }
+
+  _open(gen, token) {
+    const url = this.url;
+    const full = token === undefined || token === null || token === '' ? url : url + (url.indexOf('?') >= 0 ? '&' : '?') + 'token=' + encodeURIComponent(token);
+    let ws;
+    try {
+      ws = new this.options.WebSocket(full);
+    } catch (err) {
+      this._emit('error', err);
+      this._closed(CloseCode.ABNORMAL, 'cannot create WebSocket: ' + (err && err.message ? err.message : err), false, false);
+      return;
+    }
+    this._ws = ws;
+    let opened = false;
+    this._setTimer('connect', this.options.connectTimeout, () => this._drop(ws, 'connect timeout', false));
+    ws.onopen = () => {
+      if (gen !== this._gen) return;
+      opened = true;
+      this._clearTimer('connect');
+      this._setState('open');
+      this._emit('open', { url });
+      this._setTimer('stable', this.options.stableAfter, () => {
+        this.attempt = 0;
+        this._quick = 0;
+      });
+      this._schedulePing(ws);
+    };
+    ws.onmessage = (e) => {
+      if (gen !== this._gen) return;
+      this._clearTimer('deadline'); // any frame proves the connection alive
+      if (typeof e.data !== 'string') return;
+      let f;
+      try {
+        f = JSON.parse(e.data);
+      } catch (err) {
+        return;
+      }
+      if (!f || typeof f !== 'object') return;
+      switch (f.type) {
+        case 'message':
+          this._emit('message', f.data, f.id, f);
+          break;
+        case 'pong':
+          this._emit('pong');
+          break;
+        case 'evicted':
+          this._evicted(f.reason || 'evicted');
+          break;
+        default:
+          this._emit('frame', f);
+      }
+    };
+    ws.onerror = () => {}; // a close event follows, with the code
+    ws.onclose = (e) => {
+      if (gen !== this._gen) return;
+      this._ws = null;
+      this._closed(e.code || CloseCode.ABNORMAL, e.reason || '', !!e.wasClean, opened);
+    };
+  }
+
+  _schedulePing(ws) {
+    const hb = this.options.heartbeat;
+    if (!(hb > 0)) return;
+    this._setTimer('ping', hb, () => {
+      if (ws !== this._ws || ws.readyState !== OPEN) return;
+      try {
+        ws.send('{"type":"ping"}');
+      } catch (err) {
+        // the close event will tell
+      }
+      if (!('deadline' in this._timers)) {
+        this._setTimer('deadline', this.options.heartbeatTimeout, () => this._drop(ws, 'heartbeat timeout', true));
+      }
+      this._schedulePing(ws);
+    });
+  }
+
+  // _drop gives up on a socket that did not open in time or whose
+  // heartbeat went unanswered: it may never report its close, so close it
+  // without listening and carry on as if it had closed with 1006.
+  _drop(ws, reason, opened) {
+    if (ws !== this._ws) return;
+    this._gen++;
+    this._ws = null;
+    detach(ws);
+    try {
+      ws.close(CloseCode.NORMAL, reason);
+    } catch (err) {
+      // not open yet in some implementations: nothing to do
+    }
+    this._closed(CloseCode.ABNORMAL, reason, false, opened);
+  }
+
+  _evicted(reason) {
+    if (this._evictedSeen) return;
+    this._evictedSeen = true;
+    this._clearAllTimers(); // no heartbeat deadline on a socket being evicted
+    this._setState('evicted');
+    this._emit('evicted', { reason });
+  }
+
+  // _closed decides what follows the end of a socket.
+  _closed(code, reason, wasClean, opened) {
+    for (const name of ['connect', 'ping', 'deadline', 'stable']) this._clearTimer(name);
+    if (code === CloseCode.EVICTED || this._evictedSeen) {
+      this.url = null;
+      this._evicted(reason || 'evicted');
+      this._emit('close', { code, reason, wasClean, reconnect: false, delay: 0 });
+      return;
+    }
+    if (code === CloseCode.UNAUTHORIZED) {
+      this.url = null;
+      this._setState('unauthorized');
+      this._emit('unauthorized', { reason });
+      this._emit('close', { code, reason, wasClean, reconnect: false, delay: 0 });
+      return;
+    }
+    let delay;
+    if (code === CloseCode.SERVER_RESTART && opened && this._quick < Math.max(2, this.urls.length)) {
+      // The node is going away on purpose: another one is up. Bounded, so
+      // a whole cluster restarting does not make this spin.
+      this._quick++;
+      delay = Math.round(this.options.random() * this.options.restartJitter);
+    } else {
+      delay = backoffDelay(this.attempt, this.options.backoff, this.options.random);
+      this.attempt++;
+    }
+    this._index = (this._index + 1) % this.urls.length;
+    const next = this.urls[this._index];
+    this._setState('reconnecting');
+    this._emit('close', { code, reason, wasClean, reconnect: true, delay });
+    this._emit('reconnect', { attempt: this.attempt, delay, url: next });
+    this._setTimer('reconnect', delay, () => this._dial('reconnecting'));
+  }
+}
+
+function detach(ws) {
+  ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+}

@@ -1,0 +1,434 @@
+// Unit tests of wsmesh.js with a fake WebSocket and a fake clock:
+//   node --test web/
+// (web_test.go runs this file too, so `go test ./web/` covers it.)
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { WsMesh, CloseCode, backoffDelay, defaults } from './wsmesh.js';
+
+// FakeClock is a manual setTimeout/clearTimeout: advance(ms) runs what is due.
+class FakeClock {
+  constructor() {
+    this.now = 0;
+    this.seq = 0;
+    this.timers = new Map(); // id -> {at, fn}
+    this.setTimeout = (fn, ms) => {
+      const id = ++this.seq;
+      this.timers.set(id, { at: this.now + Math.max(0, ms || 0), fn });
+      return id;
+    };
+    this.clearTimeout = (id) => {
+      this.timers.delete(id);
+    };
+  }
+
+  pending() {
+    return this.timers.size;
+  }
+
+  // advance moves time forward, running due timers in order (bounded).
+  advance(ms) {
+    const end = this.now + ms;
+    for (let i = 0; i < 10000; i++) {
+      let next = null;
+      for (const [id, t] of this.timers) {
+        if (t.at <= end && (next === null || t.at < next.t.at || (t.at === next.t.at && id < next.id))) next = { id, t };
+      }
+      if (next === null) break;
+      this.timers.delete(next.id);
+      this.now = next.t.at;
+      next.t.fn();
+    }
+    this.now = end;
+  }
+}
+
+// fakeSockets returns a FakeWebSocket class and the list of its instances.
+function fakeSockets() {
+  const sockets = [];
+  class FakeWebSocket {
+    constructor(url) {
+      this.url = url;
+      this.readyState = 0;
+      this.sent = [];
+      this.closedWith = null; // [code, reason] when the client called close()
+      this.onopen = this.onmessage = this.onclose = this.onerror = null;
+      sockets.push(this);
+    }
+    send(data) {
+      if (this.readyState !== 1) throw new Error('not open');
+      this.sent.push(data);
+    }
+    close(code, reason) {
+      this.closedWith = [code, reason];
+      this.readyState = 2;
+    }
+    // server side
+    serverOpen() {
+      this.readyState = 1;
+      if (this.onopen) this.onopen({});
+    }
+    serverSend(frame) {
+      if (this.onmessage) this.onmessage({ data: typeof frame === 'string' ? frame : JSON.stringify(frame) });
+    }
+    serverClose(code, reason) {
+      this.readyState = 3;
+      if (this.onclose) this.onclose({ code, reason: reason || '', wasClean: code !== 1006 });
+    }
+  }
+  return { FakeWebSocket, sockets };
+}
+
+// setup builds a WsMesh on fakes and records its events.
+function setup(opts = {}, urls = ['ws://n1/ws', 'ws://n2/ws', 'ws://n3/ws']) {
+  const clock = new FakeClock();
+  const { FakeWebSocket, sockets } = fakeSockets();
+  const events = [];
+  const mesh = new WsMesh(urls, {
+    token: 'T',
+    WebSocket: FakeWebSocket,
+    timers: clock,
+    random: () => 0.5,
+    ...opts,
+  });
+  for (const type of ['open', 'close', 'state', 'reconnect', 'evicted', 'unauthorized', 'message', 'pong', 'error']) {
+    mesh.on(type, (...args) => events.push([type, ...args]));
+  }
+  const last = () => sockets[sockets.length - 1];
+  const of = (type) => events.filter((e) => e[0] === type);
+  return { mesh, clock, sockets, last, events, of };
+}
+
+test('connects with the token and hands messages to onmessage(data, id)', () => {
+  const { mesh, sockets, last, of } = setup();
+  assert.equal(sockets.length, 1);
+  assert.equal(last().url, 'ws://n1/ws?token=T');
+  assert.equal(mesh.state, 'connecting');
+  last().serverOpen();
+  assert.equal(mesh.state, 'open');
+  assert.deepEqual(of('open')[0][1], { url: 'ws://n1/ws' });
+  const got = [];
+  mesh.onmessage = (data, id) => got.push([data, id]);
+  last().serverSend({ type: 'message', id: 'm1', data: { hello: 'world' } });
+  last().serverSend('not json');
+  last().serverSend({ type: 'message', id: 'm2', data: 7 });
+  assert.deepEqual(got, [[{ hello: 'world' }, 'm1'], [7, 'm2']]);
+  assert.equal(of('message').length, 2);
+  mesh.close();
+});
+
+test('the token is URL-encoded and appended to a URL that has a query', () => {
+  const { last, mesh } = setup({ token: 'a+b/c=' }, ['ws://n1/ws?x=1']);
+  assert.equal(last().url, 'ws://n1/ws?x=1&token=a%2Bb%2Fc%3D');
+  mesh.close();
+});
+
+test('backoffDelay grows, is jittered within [base/2, base] and is capped', () => {
+  const b = { min: 500, max: 30000, factor: 2 };
+  let prevHigh = 0;
+  for (let n = 0; n < 12; n++) {
+    const base = Math.min(30000, 500 * 2 ** n);
+    const lo = backoffDelay(n, b, () => 0);
+    const hi = backoffDelay(n, b, () => 0.999999);
+    assert.equal(lo, base / 2, `attempt ${n}: low end`);
+    assert.ok(hi > lo && hi <= base, `attempt ${n}: jitter ${lo}..${hi} within base ${base}`);
+    assert.ok(hi >= prevHigh, `attempt ${n}: does not shrink`);
+    assert.ok(hi <= b.max, `attempt ${n}: capped`);
+    prevHigh = hi;
+  }
+  assert.equal(backoffDelay(50, b, () => 0.999999), 30000);
+  // Different random draws give different delays: the jitter spreads clients.
+  const spread = new Set([0, 0.25, 0.5, 0.75].map((r) => backoffDelay(4, b, () => r)));
+  assert.equal(spread.size, 4);
+  assert.deepEqual(defaults.backoff, { min: 500, max: 30000, factor: 2 });
+});
+
+test('failed connections back off exponentially, jittered and capped, rotating URLs', () => {
+  let r = 0;
+  const draws = [0.1, 0.9, 0.3, 0.7, 0.5];
+  const { mesh, clock, sockets, last, of } = setup({ random: () => draws[r++ % draws.length], backoff: { min: 100, max: 2000 } });
+  const delays = [];
+  for (let i = 0; i < 9; i++) {
+    last().serverClose(1006); // refused: never opened
+    const rc = of('reconnect').at(-1)[1];
+    delays.push(rc.delay);
+    assert.equal(mesh.state, 'reconnecting');
+    const before = sockets.length;
+    clock.advance(rc.delay - 1);
+    assert.equal(sockets.length, before, 'no dial before the delay');
+    clock.advance(1);
+    assert.equal(sockets.length, before + 1, 'dials when the delay is over');
+  }
+  for (let i = 0; i < delays.length; i++) {
+    const base = Math.min(2000, 100 * 2 ** i);
+    assert.ok(delays[i] >= base / 2 && delays[i] <= base, `delay ${i} = ${delays[i]}, base ${base}`);
+  }
+  assert.ok(delays[5] > delays[0] * 4, `grows: ${delays}`);
+  assert.ok(Math.max(...delays) <= 2000, `capped: ${delays}`);
+  assert.equal(new Set(delays.slice(5)).size > 1, true, `jittered at the cap: ${delays}`);
+  assert.deepEqual(
+    sockets.slice(0, 4).map((s) => s.url.split('?')[0]),
+    ['ws://n1/ws', 'ws://n2/ws', 'ws://n3/ws', 'ws://n1/ws'],
+    'each reconnect tries the next URL'
+  );
+  mesh.close();
+});
+
+test('1012 reconnects at once (small jitter) to the next node', () => {
+  const { mesh, clock, sockets, last, of } = setup({ random: () => 0.5, restartJitter: 200 });
+  last().serverOpen();
+  clock.advance(3000);
+  last().serverClose(CloseCode.SERVER_RESTART, 'node shutting down');
+  const close = of('close').at(-1)[1];
+  assert.equal(close.code, 1012);
+  assert.equal(close.reconnect, true);
+  assert.equal(close.delay, 100, 'jitter only: random 0.5 of restartJitter 200');
+  assert.equal(mesh.state, 'reconnecting');
+  clock.advance(100);
+  assert.equal(sockets.length, 2);
+  assert.equal(last().url, 'ws://n2/ws?token=T');
+  last().serverOpen();
+  assert.equal(mesh.state, 'open');
+  mesh.close();
+});
+
+test('repeated 1012 without a stable connection falls back to backoff', () => {
+  const { mesh, clock, last, of } = setup({ random: () => 0, restartJitter: 1000, backoff: { min: 400, max: 5000 } }, ['ws://a/ws', 'ws://b/ws']);
+  const delays = [];
+  for (let i = 0; i < 4; i++) {
+    last().serverOpen();
+    last().serverClose(1012);
+    delays.push(of('reconnect').at(-1)[1].delay);
+    clock.advance(delays.at(-1));
+  }
+  assert.deepEqual(delays, [0, 0, 200, 400], 'two quick reconnects (two URLs), then backoff');
+  mesh.close();
+});
+
+test('4000 emits "evicted" once and does not reconnect', () => {
+  const { mesh, clock, sockets, last, of } = setup();
+  const fired = [];
+  mesh.onevicted = (e) => fired.push(e);
+  last().serverOpen();
+  last().serverSend({ type: 'evicted', reason: 'duplicate_login' });
+  assert.equal(mesh.state, 'evicted');
+  last().serverClose(CloseCode.EVICTED, 'evicted by a newer login');
+  assert.equal(of('evicted').length, 1);
+  assert.deepEqual(fired, [{ reason: 'duplicate_login' }]);
+  assert.equal(of('close').at(-1)[1].reconnect, false);
+  clock.advance(10 * 60 * 1000);
+  assert.equal(sockets.length, 1, 'no reconnect');
+  assert.equal(clock.pending(), 0, 'no timer left');
+  assert.equal(mesh.state, 'evicted');
+  // The app may take over again on purpose.
+  mesh.connect();
+  assert.equal(sockets.length, 2);
+  assert.equal(mesh.state, 'connecting');
+  mesh.close();
+});
+
+test('4000 without the evicted frame still counts as evicted', () => {
+  const { mesh, clock, sockets, last, of } = setup();
+  last().serverOpen();
+  last().serverClose(4000, 'evicted by a newer login');
+  assert.equal(mesh.state, 'evicted');
+  assert.equal(of('evicted').length, 1);
+  clock.advance(60000);
+  assert.equal(sockets.length, 1);
+  mesh.close();
+});
+
+test('4001 emits "unauthorized", does not reconnect; connect() asks getToken again', async () => {
+  let n = 0;
+  const { mesh, clock, sockets, last, of } = setup({ token: undefined, getToken: async () => `tok${++n}` });
+  await Promise.resolve();
+  await Promise.resolve();
+  assert.equal(last().url, 'ws://n1/ws?token=tok1');
+  last().serverOpen();
+  last().serverClose(CloseCode.UNAUTHORIZED, 'token expired');
+  assert.equal(mesh.state, 'unauthorized');
+  assert.deepEqual(of('unauthorized')[0][1], { reason: 'token expired' });
+  clock.advance(10 * 60 * 1000);
+  assert.equal(sockets.length, 1, 'no reconnect with the same token');
+  assert.equal(clock.pending(), 0);
+  mesh.connect();
+  await Promise.resolve();
+  await Promise.resolve();
+  assert.equal(sockets.length, 2);
+  assert.equal(last().url, 'ws://n1/ws?token=tok2');
+  mesh.close();
+});
+
+test('4002 reconnects with backoff', () => {
+  const { mesh, clock, sockets, last, of } = setup({ random: () => 0.5 });
+  last().serverOpen();
+  last().serverClose(CloseCode.SLOW_CONSUMER, 'slow consumer: send queue full');
+  const rc = of('reconnect').at(-1)[1];
+  assert.equal(rc.delay, 375, 'min 500 with equal jitter at 0.5');
+  clock.advance(374);
+  assert.equal(sockets.length, 1);
+  clock.advance(1);
+  assert.equal(sockets.length, 2);
+  // A second 4002 soon after waits longer.
+  last().serverOpen();
+  last().serverClose(4002);
+  assert.equal(of('reconnect').at(-1)[1].delay, 750);
+  mesh.close();
+});
+
+test('heartbeat: pings, a pong keeps it, silence drops and reconnects', () => {
+  const { mesh, clock, sockets, last, of } = setup({ heartbeat: 1000, heartbeatTimeout: 500, random: () => 0 });
+  const ws = last();
+  ws.serverOpen();
+  clock.advance(1000);
+  assert.deepEqual(ws.sent, ['{"type":"ping"}']);
+  clock.advance(400);
+  ws.serverSend({ type: 'pong' });
+  assert.equal(of('pong').length, 1);
+  clock.advance(600); // second ping at 2000
+  assert.equal(ws.sent.length, 2);
+  // Any frame counts as a sign of life, not just a pong.
+  ws.serverSend({ type: 'message', id: 'x', data: 1 });
+  clock.advance(1000); // third ping at 3000, then silence
+  assert.equal(ws.sent.length, 3);
+  assert.equal(mesh.state, 'open');
+  clock.advance(499);
+  assert.equal(mesh.state, 'open');
+  clock.advance(1);
+  assert.deepEqual(ws.closedWith, [1000, 'heartbeat timeout'], 'the dead socket is closed by the client');
+  const close = of('close').at(-1)[1];
+  assert.equal(close.code, CloseCode.ABNORMAL);
+  assert.equal(close.reason, 'heartbeat timeout');
+  assert.equal(mesh.state, 'reconnecting');
+  ws.serverClose(1006); // a late close of the dropped socket is ignored
+  assert.equal(of('close').length, 1);
+  clock.advance(of('reconnect').at(-1)[1].delay);
+  assert.equal(sockets.length, 2);
+  assert.equal(last().url, 'ws://n2/ws?token=T');
+  mesh.close();
+});
+
+test('a socket that does not open within connectTimeout is dropped', () => {
+  const { mesh, clock, sockets, last, of } = setup({ connectTimeout: 300, random: () => 0 });
+  clock.advance(300);
+  assert.equal(of('close').at(-1)[1].reason, 'connect timeout');
+  assert.deepEqual(sockets[0].closedWith, [1000, 'connect timeout']);
+  clock.advance(250);
+  assert.equal(sockets.length, 2);
+  last().serverOpen();
+  assert.equal(mesh.state, 'open');
+  mesh.close();
+});
+
+test('a stable connection resets the backoff', () => {
+  const { mesh, clock, last, of } = setup({ random: () => 0, stableAfter: 5000 });
+  for (let i = 0; i < 3; i++) {
+    last().serverClose(1006);
+    clock.advance(of('reconnect').at(-1)[1].delay);
+  }
+  assert.equal(mesh.attempt, 3);
+  last().serverOpen();
+  clock.advance(5000);
+  assert.equal(mesh.attempt, 0);
+  last().serverClose(1000, 'idle timeout');
+  assert.equal(of('reconnect').at(-1)[1].delay, 250);
+  mesh.close();
+});
+
+test('close() stops every timer and the socket, and nothing reconnects', () => {
+  const { mesh, clock, sockets, last, of } = setup({ heartbeat: 1000 });
+  const ws = last();
+  ws.serverOpen();
+  assert.ok(clock.pending() > 0, 'heartbeat and stable timers run while open');
+  mesh.close();
+  assert.equal(clock.pending(), 0);
+  assert.deepEqual(ws.closedWith, [1000, 'client closed']);
+  assert.equal(mesh.state, 'closed');
+  ws.serverClose(1000);
+  clock.advance(10 * 60 * 1000);
+  assert.equal(sockets.length, 1);
+  assert.equal(ws.sent.length, 0, 'no ping after close');
+  assert.equal(of('close').length, 0);
+});
+
+test('close() while a reconnect is scheduled cancels it', () => {
+  const { mesh, clock, sockets, last } = setup();
+  last().serverClose(1006);
+  assert.equal(mesh.state, 'reconnecting');
+  mesh.close();
+  assert.equal(clock.pending(), 0);
+  clock.advance(60000);
+  assert.equal(sockets.length, 1);
+});
+
+test('close() while getToken is pending: the token is not used', async () => {
+  let resolve;
+  const { mesh, clock, sockets } = setup({ getToken: () => new Promise((r) => (resolve = r)) });
+  mesh.close();
+  resolve('late');
+  await Promise.resolve();
+  await Promise.resolve();
+  assert.equal(sockets.length, 0);
+  assert.equal(clock.pending(), 0);
+});
+
+test('a failing getToken backs off and retries', async () => {
+  let calls = 0;
+  const { mesh, clock, sockets, of } = setup({
+    random: () => 0,
+    getToken: () => {
+      calls++;
+      if (calls === 1) throw new Error('auth server down');
+      return 'ok';
+    },
+  });
+  await Promise.resolve();
+  await Promise.resolve();
+  assert.equal(of('error').length, 1);
+  assert.equal(mesh.state, 'reconnecting');
+  clock.advance(250);
+  await Promise.resolve();
+  await Promise.resolve();
+  assert.equal(sockets.length, 1);
+  assert.equal(sockets[0].url, 'ws://n2/ws?token=ok');
+  mesh.close();
+});
+
+test('a throwing listener does not break the client', () => {
+  const { FakeWebSocket, sockets } = fakeSockets();
+  const clock = new FakeClock();
+  const mesh = new WsMesh('ws://n1/ws', { token: 'T', WebSocket: FakeWebSocket, timers: clock, autoConnect: false });
+  assert.equal(mesh.state, 'idle');
+  assert.equal(sockets.length, 0, 'autoConnect: false');
+  const errors = [];
+  const orig = globalThis.setTimeout;
+  globalThis.setTimeout = (fn) => errors.push(fn); // where listener errors are rethrown
+  try {
+    mesh.onopen = () => {
+      throw new Error('app bug');
+    };
+    const got = [];
+    mesh.on('message', (d) => got.push(d));
+    mesh.connect();
+    sockets[0].serverOpen();
+    sockets[0].serverSend({ type: 'message', id: '1', data: 'still works' });
+    assert.deepEqual(got, ['still works']);
+    assert.equal(errors.length, 1);
+    assert.throws(errors[0], /app bug/);
+  } finally {
+    globalThis.setTimeout = orig;
+  }
+  mesh.close();
+});
+
+test('on() returns an unsubscribe function', () => {
+  const { mesh, last } = setup();
+  const got = [];
+  const off = mesh.on('message', (d) => got.push(d));
+  last().serverOpen();
+  last().serverSend({ type: 'message', id: '1', data: 1 });
+  off();
+  last().serverSend({ type: 'message', id: '2', data: 2 });
+  assert.deepEqual(got, [1]);
+  mesh.close();
+});
