@@ -221,6 +221,16 @@ func (c *Config) validate() error {
 	if c.Node.ShutdownTimeout <= 0 {
 		return c.keyErr("node.shutdown_timeout", "must be positive, got %s", c.Node.ShutdownTimeout.D())
 	}
+	for _, kv := range []struct {
+		key  string
+		vals []string
+	}{{"auth.jwt_secret", []string{c.Auth.JWTSecret}}, {"auth.api_keys", c.Auth.APIKeys}, {"cluster.secret_keys", c.Cluster.SecretKeys}} {
+		for _, v := range kv.vals {
+			if strings.HasPrefix(v, "REPLACE") {
+				return c.keyErr(kv.key, "is still the example's placeholder %q: set a real value", v)
+			}
+		}
+	}
 	if err := checkAddr(c.HTTP.Listen); err != nil {
 		return c.keyErr("http.listen", "%v", err)
 	}
@@ -263,16 +273,6 @@ func (c *Config) validate() error {
 	for _, k := range c.Auth.APIKeys {
 		if k == "" {
 			return c.keyErr("auth.api_keys", "an empty key is not allowed")
-		}
-	}
-	for _, kv := range []struct {
-		key  string
-		vals []string
-	}{{"auth.jwt_secret", []string{c.Auth.JWTSecret}}, {"auth.api_keys", c.Auth.APIKeys}, {"cluster.secret_keys", c.Cluster.SecretKeys}} {
-		for _, v := range kv.vals {
-			if strings.HasPrefix(v, "REPLACE") {
-				return c.keyErr(kv.key, "is still the example's placeholder %q: set a real value", v)
-			}
 		}
 	}
 	s := c.Session
