@@ -10,6 +10,7 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -201,35 +202,37 @@ func BenchmarkLink(b *testing.B) {
 		payload[i] = 'a' + byte(i%26)
 	}
 
-	b.Run("naive", func(b *testing.B) {
-		b.ReportAllocs()
-		msgs := newBenchCounter()
-		recv := benchMemberlist(b, "recv", &benchDelegate{msgs: msgs})
-		send := benchMemberlist(b, "send", nil)
-		if _, err := send.Join([]string{recv.LocalNode().Address()}); err != nil {
-			b.Fatalf("join: %v", err)
-		}
-		var to *memberlist.Node
-		for _, n := range send.Members() {
-			if n.Name == "recv" {
-				to = n
+	naive := func(senders int) func(b *testing.B) {
+		return func(b *testing.B) {
+			b.ReportAllocs()
+			msgs := newBenchCounter()
+			recv := benchMemberlist(b, "recv", &benchDelegate{msgs: msgs})
+			send := benchMemberlist(b, "send", nil)
+			if _, err := send.Join([]string{recv.LocalNode().Address()}); err != nil {
+				b.Fatalf("join: %v", err)
 			}
+			var to *memberlist.Node
+			for _, n := range send.Members() {
+				if n.Name == "recv" {
+					to = n
+				}
+			}
+			if to == nil {
+				b.Fatal("receiver not a member after join")
+			}
+			b.ResetTimer()
+			start := time.Now()
+			failed := benchSenders(b.N, senders, func(int) error { return send.SendReliable(to, payload) })
+			ok := int64(b.N) - failed
+			if !msgs.waitFor(ok, benchDeadline) {
+				b.Fatalf("receiver counted %d of %d messages sent without error within %s", msgs.n.Load(), ok, benchDeadline)
+			}
+			elapsed := time.Since(start)
+			b.StopTimer()
+			b.ReportMetric(float64(ok)/elapsed.Seconds(), "msgs/s")
+			b.ReportMetric(float64(failed), "errors")
 		}
-		if to == nil {
-			b.Fatal("receiver not a member after join")
-		}
-		b.ResetTimer()
-		start := time.Now()
-		failed := benchSenders(b.N, benchConcurrency, func(int) error { return send.SendReliable(to, payload) })
-		ok := int64(b.N) - failed
-		if !msgs.waitFor(ok, benchDeadline) {
-			b.Fatalf("receiver counted %d of %d messages sent without error within %s", msgs.n.Load(), ok, benchDeadline)
-		}
-		elapsed := time.Since(start)
-		b.StopTimer()
-		b.ReportMetric(float64(ok)/elapsed.Seconds(), "msgs/s")
-		b.ReportMetric(float64(failed), "errors")
-	})
+	}
 
 	batched := func(callers int) func(b *testing.B) {
 		return func(b *testing.B) {
@@ -265,6 +268,11 @@ func BenchmarkLink(b *testing.B) {
 			}
 		}
 	}
-	b.Run("batched", batched(benchConcurrency))
+	// Side by side at each concurrency: a link's batches hold what its
+	// callers have waiting, so batching pays more the more there are.
+	for _, n := range []int{benchConcurrency, 256, 1024} {
+		b.Run(fmt.Sprintf("senders=%d/naive", n), naive(n))
+		b.Run(fmt.Sprintf("senders=%d/batched", n), batched(n))
+	}
 	b.Run("batched/callers=1", batched(1))
 }
