@@ -196,6 +196,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		},
 	}
 	conn.Session().Store("s", s)
+	h.open(s)
 	go func() {
 		defer h.active.Done()
 		conn.ReadLoop()
@@ -363,10 +364,15 @@ func sessionOf(c *gws.Conn) *Session {
 	return s
 }
 
-func (e *events) OnOpen(c *gws.Conn) {
-	h := (*Hub)(e)
-	s := sessionOf(c)
-	_ = c.SetReadDeadline(time.Now().Add(h.cfg.IdleTimeout))
+// OnOpen does nothing: open ran before the read loop started.
+func (e *events) OnOpen(*gws.Conn) {}
+
+// open registers a session whose upgrade just completed. It runs on the
+// HTTP server's goroutine, not on the session's read loop: logging and
+// announcing grow a goroutine's stack, and the read loop's stack is kept
+// for the whole life of the connection.
+func (h *Hub) open(s *Session) {
+	_ = s.conn.SetReadDeadline(time.Now().Add(h.cfg.IdleTimeout))
 	h.register(s)
 	s.schedulePing()
 	h.mu.Lock()
