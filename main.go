@@ -32,6 +32,7 @@ import (
 	"wsmesh/internal/metrics"
 	"wsmesh/internal/realip"
 	"wsmesh/internal/sdnotify"
+	"wsmesh/loadgen"
 	"wsmesh/relay"
 	"wsmesh/session"
 	"wsmesh/web"
@@ -44,6 +45,7 @@ Usage:
   wsmesh token -user ID [-device NAME] [-ttl 1h] [-config FILE]
                                     print a client token signed with the config's jwt_secret
   wsmesh version                    print the version and VCS revision
+  wsmesh bench [flags]              load-test nodes: clients, POST /send, latency (bench -h)
 
 With no -config, ./config.toml is read if present, else built-in defaults
 (one node on 127.0.0.1:8080). Any key can be overridden by an environment
@@ -65,6 +67,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdServe(args, stdout, stderr)
 	case "token":
 		return cmdToken(args, stdout, stderr)
+	case "bench":
+		return loadgen.Main(args, stdout, stderr)
 	case "version":
 		if len(args) > 0 {
 			fmt.Fprintf(stderr, "wsmesh version: unexpected argument %q\n\n%s", args[0], usage)

@@ -1,0 +1,235 @@
+package loadgen
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// sendTimeout bounds one POST /send.
+const sendTimeout = 30 * time.Second
+
+// sender makes the POST /send calls and keeps what their answers said.
+type sender struct {
+	client     *http.Client
+	urls       []string // http://host:port/send, round robin
+	apiKey     string
+	users      []string // JSON-quoted user ids
+	recipients int
+	payload    int
+	pad        string
+
+	delivered seqCounts // per sequence number: results "delivered"
+
+	issued                              atomic.Int64 // sequence numbers handed out
+	started, ok, httpErrs, transportErr atomic.Int64
+	cancelled                           atomic.Int64 // in flight when the run was interrupted
+	resDelivered, resOffline, resFailed atomic.Int64
+	lastDone                            atomic.Int64 // unix ns of the last answer
+	reqHist                             *Histogram   // time of a /send call
+
+	mu       sync.Mutex
+	statuses map[int]int64
+	errs     []string
+}
+
+func newSender(nodes []string, apiKey string, users, recipients, payload, senders int) *sender {
+	s := &sender{
+		client: &http.Client{
+			Timeout: sendTimeout,
+			Transport: &http.Transport{
+				DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+				MaxIdleConnsPerHost: senders,
+				DisableCompression:  true,
+				IdleConnTimeout:     time.Minute,
+			},
+		},
+		apiKey:     apiKey,
+		recipients: recipients,
+		payload:    payload,
+		pad:        strings.Repeat("x", payload),
+		reqHist:    NewHistogram(),
+		statuses:   map[int]int64{},
+	}
+	for _, n := range nodes {
+		s.urls = append(s.urls, "http://"+n+"/send")
+	}
+	s.users = make([]string, users)
+	for i := range s.users {
+		s.users[i] = strconv.Quote(userID(i))
+	}
+	return s
+}
+
+func userID(i int) string { return "u" + strconv.Itoa(i) }
+
+func (s *sender) close() { s.client.CloseIdleConnections() }
+
+// data returns the message data for seq: {"t":<unix ns>,"s":<seq>,"p":"x..."},
+// padded to s.payload bytes when that is more than the fields take.
+func (s *sender) data(b []byte, seq, now int64) []byte {
+	b = append(b, `{"t":`...)
+	b = strconv.AppendInt(b, now, 10)
+	b = append(b, `,"s":`...)
+	b = strconv.AppendInt(b, seq, 10)
+	b = append(b, `,"p":"`...)
+	// what is written so far, plus the closing `"}`
+	if n := s.payload - (len(b) + 2); n > 0 {
+		b = append(b, s.pad[:n]...)
+	}
+	return append(b, `"}`...)
+}
+
+// body returns the /send body for seq: recipients consecutive users, from
+// seq*recipients on (round robin over the users).
+func (s *sender) body(seq, now int64) []byte {
+	b := make([]byte, 0, 32+s.recipients*10+s.payload+64)
+	b = append(b, `{"users":[`...)
+	first := int(seq % int64(len(s.users)) * int64(s.recipients) % int64(len(s.users)))
+	for j := range s.recipients {
+		if j > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, s.users[(first+j)%len(s.users)]...)
+	}
+	b = append(b, `],"data":`...)
+	b = s.data(b, seq, now)
+	return append(b, '}')
+}
+
+// run sends until limit sends are made, until is passed, or ctx ends: at
+// rate sends per second (0: as fast as senders concurrent calls allow).
+// Calls in flight when until passes are answered; ctx cancels them.
+func (s *sender) run(ctx context.Context, until time.Time, rate float64, senders int, limit int64) {
+	var wg sync.WaitGroup
+	if rate == 0 {
+		for range senders {
+			wg.Go(func() {
+				for ctx.Err() == nil && time.Now().Before(until) {
+					seq := s.issued.Add(1) - 1
+					if seq >= limit {
+						return
+					}
+					s.one(ctx, seq)
+				}
+			})
+		}
+		wg.Wait()
+		return
+	}
+	jobs := make(chan int64)
+	for range senders {
+		wg.Go(func() {
+			for seq := range jobs {
+				s.one(ctx, seq)
+			}
+		})
+	}
+	interval := time.Duration(float64(time.Second) / rate)
+	start := time.Now()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+pace:
+	for seq := int64(0); seq < limit; seq++ {
+		due := start.Add(time.Duration(seq) * interval)
+		if !due.Before(until) {
+			break
+		}
+		if d := time.Until(due); d > 0 {
+			timer.Reset(d)
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				break pace
+			}
+		}
+		select {
+		case jobs <- seq: // blocks while every sender is busy: the rate then falls behind
+			s.issued.Store(seq + 1)
+		case <-ctx.Done():
+			break pace
+		}
+	}
+	close(jobs)
+	wg.Wait()
+}
+
+type sendAnswer struct {
+	Delivered int `json:"delivered"`
+	Offline   int `json:"offline"`
+	Failed    int `json:"failed"`
+}
+
+// one makes the /send call of seq.
+func (s *sender) one(ctx context.Context, seq int64) {
+	t0 := time.Now()
+	body := s.body(seq, t0.UnixNano())
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.urls[seq%int64(len(s.urls))], bytes.NewReader(body))
+	if err != nil {
+		s.fail(&s.transportErr, 0, err.Error())
+		return
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if s.apiKey != "" {
+		req.Header.Set("Authorization", "Bearer "+s.apiKey)
+	}
+	s.started.Add(1)
+	resp, err := s.client.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			s.cancelled.Add(1)
+			return
+		}
+		s.fail(&s.transportErr, 0, err.Error())
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
+		s.fail(&s.httpErrs, resp.StatusCode, fmt.Sprintf("status %d: %s", resp.StatusCode, bytes.TrimSpace(msg)))
+		return
+	}
+	var a sendAnswer
+	err = json.NewDecoder(resp.Body).Decode(&a)
+	_, _ = io.Copy(io.Discard, resp.Body) // keep the connection reusable
+	if err != nil {
+		s.fail(&s.transportErr, 0, "reading the answer: "+err.Error())
+		return
+	}
+	now := time.Now()
+	s.reqHist.Record(int64(now.Sub(t0)))
+	s.ok.Add(1)
+	if a.Delivered > 0 {
+		s.delivered.add(seq, uint32(a.Delivered))
+	}
+	s.resDelivered.Add(int64(a.Delivered))
+	s.resOffline.Add(int64(a.Offline))
+	s.resFailed.Add(int64(a.Failed))
+	for {
+		l := s.lastDone.Load()
+		if now.UnixNano() <= l || s.lastDone.CompareAndSwap(l, now.UnixNano()) {
+			break
+		}
+	}
+}
+
+func (s *sender) fail(counter *atomic.Int64, status int, msg string) {
+	counter.Add(1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if status != 0 {
+		s.statuses[status]++
+	}
+	if len(s.errs) < 5 {
+		s.errs = append(s.errs, msg)
+	}
+}
