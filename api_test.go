@@ -159,3 +159,20 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 }
+
+func TestAdminProfiler(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Admin.Listen = "127.0.0.1:0"
+	tn := startNode(t, cfg)
+	resp, err := http.Get("http://" + tn.adminLn.Addr().String() + "/debug/pprof/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/debug/pprof/ on admin.listen: %d", resp.StatusCode)
+	}
+	if code, _, _ := tn.apiKey(t, "GET", "/debug/pprof/", "", "Bearer "+testAPIKey); code != http.StatusNotFound {
+		t.Fatalf("profiler on the API listener: %d, want 404", code)
+	}
+}

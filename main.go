@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime"
@@ -184,6 +185,8 @@ type node struct {
 	srv      *http.Server
 	ln       net.Listener
 	inFlight atomic.Int64 // HTTP requests being handled (not WebSockets once upgraded)
+	admin    *http.Server // the profiler on admin.listen, or nil
+	adminLn  net.Listener
 }
 
 func newNode(cfg *config.Config, log *slog.Logger, h hooks) (*node, error) {
@@ -269,6 +272,21 @@ func newNode(cfg *config.Config, log *slog.Logger, h hooks) (*node, error) {
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
+	if cfg.Admin.Listen != "" {
+		if n.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+			ln.Close()
+			_ = cl.Leave(context.Background())
+			return nil, fmt.Errorf("listen on admin.listen %s: %w", cfg.Admin.Listen, err)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		n.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		log.Info("profiler serving", "admin", "http://"+n.adminLn.Addr().String()+"/debug/pprof/")
+	}
 	return n, nil
 }
 
@@ -277,6 +295,9 @@ func (n *node) Addr() string { return n.ln.Addr().String() }
 
 // serve blocks until shutdown; nil after a clean shutdown.
 func (n *node) serve() error {
+	if n.admin != nil {
+		go func() { _ = n.admin.Serve(n.adminLn) }() // ended by shutdown's Close
+	}
 	if err := n.srv.Serve(n.ln); !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("http: %w", err)
 	}
@@ -306,6 +327,9 @@ func (n *node) shutdown(ctx context.Context) error {
 	httpErr := <-httpDone
 	if errors.Is(httpErr, http.ErrServerClosed) {
 		httpErr = nil
+	}
+	if n.admin != nil {
+		_ = n.admin.Close()
 	}
 	return errors.Join(httpErr, hubErr, n.cluster.Leave(ctx))
 }

@@ -40,6 +40,7 @@ type Config struct {
 	Auth    Auth    `toml:"auth"`
 	Session Session `toml:"session"`
 	Log     Log     `toml:"log"`
+	Admin   Admin   `toml:"admin"`
 
 	// Source is the file the config was read from, or DefaultSource.
 	Source string `toml:"-"`
@@ -92,6 +93,13 @@ type Session struct {
 	SendQueue       int      `toml:"send_queue"`        // default 256
 	MaxMessageBytes int      `toml:"max_message_bytes"` // default 65536
 	SingleDevice    bool     `toml:"single_device"`     // default false
+}
+
+// Admin is the [admin] table.
+type Admin struct {
+	// Listen, if set, serves Go's profiler (/debug/pprof/) there; default
+	// "" (off). Only on a loopback address: it has no authentication.
+	Listen string `toml:"listen"`
 }
 
 // Log is the [log] table.
@@ -292,6 +300,14 @@ func (c *Config) validate() error {
 	}
 	if s.MaxMessageBytes < 64 {
 		return c.keyErr("session.max_message_bytes", "must be at least 64, got %d", s.MaxMessageBytes)
+	}
+	if c.Admin.Listen != "" {
+		if err := checkAddr(c.Admin.Listen); err != nil {
+			return c.keyErr("admin.listen", "%v", err)
+		}
+		if !IsLoopback(c.Admin.Listen) {
+			return c.keyErr("admin.listen", "%q is not a loopback address: the profiler has no authentication", c.Admin.Listen)
+		}
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

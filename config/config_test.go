@@ -486,3 +486,13 @@ func TestLoadRefusesPlaceholders(t *testing.T) {
 		})
 	}
 }
+
+func TestLoadAdminListen(t *testing.T) {
+	path := writeConfig(t, "[admin]\nlisten = \"0.0.0.0:6060\"\n")
+	_, err := Load(path, nil)
+	wantErrContains(t, err, "admin.listen", path, "not a loopback")
+	path = writeConfig(t, "[admin]\nlisten = \"127.0.0.1:6060\"\n")
+	if c, err := Load(path, nil); err != nil || c.Admin.Listen != "127.0.0.1:6060" {
+		t.Fatalf("Load: %v", err)
+	}
+}
