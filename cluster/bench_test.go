@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"wsmesh/internal/wire"
 )
 
 const (
@@ -275,4 +277,54 @@ func BenchmarkLink(b *testing.B) {
 		b.Run(fmt.Sprintf("senders=%d/batched", n), batched(n))
 	}
 	b.Run("batched/callers=1", batched(1))
+}
+
+// BenchmarkTableOwners looks up a user's owner nodes in a table of 100k
+// sessions over 4 nodes.
+func BenchmarkTableOwners(b *testing.B) {
+	tb := newTable()
+	tb.mu.Lock()
+	for n := range 4 {
+		node := fmt.Sprintf("n%d", n)
+		o := tb.originLocked(node)
+		for i := range 25000 {
+			tb.addLocked(o, &Entry{User: fmt.Sprintf("u%d", n*25000+i), Device: "web", Session: fmt.Sprint(i), Node: node})
+		}
+	}
+	tb.mu.Unlock()
+	users := make([]string, 100000)
+	for i := range users {
+		users[i] = fmt.Sprintf("u%d", i)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if len(tb.owners(users[i%len(users)])) != 1 {
+			b.Fatal("no owner")
+		}
+		i++
+	}
+}
+
+// BenchmarkBatchCodec encodes a batch of 64 relay items of 200 bytes and
+// reads it back as the receiver does.
+func BenchmarkBatchCodec(b *testing.B) {
+	payload := make([]byte, benchPayloadBytes)
+	batch := make([]*call, 64)
+	for i := range batch {
+		batch[i] = &call{kind: kindRelay, payload: payload}
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(batch) * len(payload)))
+	for b.Loop() {
+		msg := encodeBatch("node-1", 1, 7, batch)
+		r := wire.NewReader(msg[1:])
+		_, _, _ = r.String(), r.Uvarint(), r.Uvarint()
+		for range r.Count() {
+			_, _ = r.Byte(), r.Bytes()
+		}
+		if r.Err() != nil {
+			b.Fatal(r.Err())
+		}
+	}
 }
