@@ -182,6 +182,12 @@ format = "json"
 	cfg := testConfig(t)
 	tn := &testNode{node: &node{ln: fixedAddr(addr)}, cfg: cfg}
 	c := tn.dial(t, tn.token(t, "proc", ""), dialOpts{})
+	// The node registers a session just after its 101 goes out.
+	waitFor(t, "the process to register the session", func() bool {
+		_, cl, _ := tn.api(t, "GET", "/cluster", "")
+		m, _ := cl["members"].([]any)
+		return len(m) > 0 && m[0].(map[string]any)["sessions"] == 1.0
+	})
 	if out := tn.send(t, `{"users":["proc"],"data":"hi"}`); out["delivered"] != 1.0 {
 		t.Fatalf("send to the process: %v", out)
 	}
