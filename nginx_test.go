@@ -395,26 +395,8 @@ func TestNginxFrontsThreeNodes(t *testing.T) {
 	// The nodes inherit this (procNode.start passes os.Environ()): nginx
 	// reaches them from 127.0.0.1, so they believe its X-Forwarded-For.
 	t.Setenv("WSMESH_HTTP_TRUSTED_PROXIES", "127.0.0.1")
-	dir := t.TempDir()
-	p1 := newProcNode(t, dir, "p1", "")
-	p2 := newProcNode(t, dir, "p2", p1.gossip)
-	p3 := newProcNode(t, dir, "p3", p1.gossip)
+	p1, p2, p3 := startProcCluster(t, bin)
 	procs := []*procNode{p1, p2, p3}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, p := range procs {
-				t.Log(p.logTail(30))
-			}
-		}
-	})
-	start := time.Now()
-	for _, p := range procs {
-		p.start(t, bin)
-	}
-	for _, p := range procs {
-		pollUntil(t, p.name+" to see 3 alive members", 2*waitLimit, func() bool { return p.allAlive(t, "p1", "p2", "p3") })
-	}
-	t.Logf("3 node processes up and converged in %s", time.Since(start))
 
 	ngDir := t.TempDir()
 	ng := startNginx(t, []string{p1.http, p2.http, p3.http}, nginxOpts{dir: ngDir})

@@ -225,12 +225,15 @@ func (p *procNode) allAlive(t *testing.T, names ...string) bool {
 // at once (the others still list the old run alive or suspect: the new run
 // is told apart by its boot epoch), then a restart once the others have
 // declared it dead (it must re-join under the same name and address).
-func TestProcessKillAndRestart(t *testing.T) {
-	bin := buildBinary(t)
+// startProcCluster starts p1..p3 as processes of bin (p2 and p3 seeded
+// with p1), waits until each sees all three alive, and logs their log
+// tails if the test fails.
+func startProcCluster(t *testing.T, bin string) (p1, p2, p3 *procNode) {
+	t.Helper()
 	dir := t.TempDir()
-	p1 := newProcNode(t, dir, "p1", "")
-	p2 := newProcNode(t, dir, "p2", p1.gossip)
-	p3 := newProcNode(t, dir, "p3", p1.gossip)
+	p1 = newProcNode(t, dir, "p1", "")
+	p2 = newProcNode(t, dir, "p2", p1.gossip)
+	p3 = newProcNode(t, dir, "p3", p1.gossip)
 	procs := []*procNode{p1, p2, p3}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -246,7 +249,14 @@ func TestProcessKillAndRestart(t *testing.T) {
 	for _, p := range procs {
 		pollUntil(t, p.name+" to see 3 alive members", 2*waitLimit, func() bool { return p.allAlive(t, "p1", "p2", "p3") })
 	}
-	t.Logf("3 processes up and converged in %s", time.Since(start))
+	t.Logf("3 node processes up and converged in %s", time.Since(start))
+	return p1, p2, p3
+}
+
+func TestProcessKillAndRestart(t *testing.T) {
+	bin := buildBinary(t)
+	p1, p2, p3 := startProcCluster(t, bin)
+	procs := []*procNode{p1, p2, p3}
 
 	c := p3.api.dial(t, p3.api.token(t, "k", ""), dialOpts{})
 	pollUntil(t, "p1 to know p3's session", waitLimit, func() bool { return p1.members(t)["p3"]["sessions"] == 1.0 })
