@@ -28,55 +28,18 @@ import (
 
 	"github.com/lxzan/gws"
 
+	"wsmesh/internal/counter"
 	"wsmesh/session"
 )
 
 // benchDeadline bounds every wait of a benchmark for deliveries or sessions.
 const benchDeadline = 60 * time.Second
 
-// benchCounter counts frames received by benchmark clients and wakes a
-// waiter when the count reaches its target, without polling.
-type benchCounter struct {
-	n      atomic.Int64
-	target atomic.Int64
-	hit    chan struct{} // capacity 1
-}
-
-func newBenchCounter() *benchCounter { return &benchCounter{hit: make(chan struct{}, 1)} }
-
-func (c *benchCounter) add() {
-	if c.n.Add(1) == c.target.Load() {
-		select {
-		case c.hit <- struct{}{}:
-		default:
-		}
-	}
-}
-
-// waitFor blocks until the count is at least target; false if limit passed
-// first.
-func (c *benchCounter) waitFor(target int64, limit time.Duration) bool {
-	c.target.Store(target)
-	if c.n.Load() >= target {
-		return true
-	}
-	timer := time.NewTimer(limit)
-	defer timer.Stop()
-	for c.n.Load() < target {
-		select {
-		case <-c.hit: // may be stale: the loop checks again
-		case <-timer.C:
-			return c.n.Load() >= target
-		}
-	}
-	return true
-}
-
 // benchClient is the gws.Event of lightweight benchmark clients, shared by
 // all of them: it answers pings, counts messages (if msgs is set) and
 // counts closes. It buffers nothing.
 type benchClient struct {
-	msgs   *benchCounter
+	msgs   *counter.Counter
 	closed atomic.Int64
 }
 
@@ -87,7 +50,7 @@ func (*benchClient) OnPong(*gws.Conn, []byte)     {}
 func (h *benchClient) OnMessage(_ *gws.Conn, m *gws.Message) {
 	m.Close()
 	if h.msgs != nil {
-		h.msgs.add()
+		h.msgs.Add()
 	}
 }
 
@@ -164,7 +127,7 @@ func BenchmarkSend1000Users(b *testing.B) {
 	cfg.Cluster.Bind = "127.0.0.1:0" // gossip on a free port, not the default 7946
 	tn := startNode(quietTB{b}, cfg)
 
-	msgs := newBenchCounter()
+	msgs := counter.New()
 	handler := &benchClient{msgs: msgs}
 	var clients benchConns
 	b.Cleanup(func() { clients.closeAll(b) })
@@ -226,8 +189,8 @@ func BenchmarkSend1000Users(b *testing.B) {
 	if err := json.Unmarshal(answer.Bytes(), &out); err != nil || out.Delivered != users || out.Offline+out.Failed != 0 {
 		b.Fatalf("first send: %+v, %v", out, err)
 	}
-	if !msgs.waitFor(users, benchDeadline) {
-		b.Fatalf("first send: %d of %d frames received", msgs.n.Load(), users)
+	if !msgs.WaitFor(users, benchDeadline) {
+		b.Fatalf("first send: %d of %d frames received", msgs.Load(), users)
 	}
 
 	window := int64(cfg.Session.SendQueue / 2)
@@ -235,22 +198,22 @@ func BenchmarkSend1000Users(b *testing.B) {
 		body := sendBody(n)
 		return func(b *testing.B) {
 			b.ReportAllocs()
-			base := msgs.n.Load()
+			base := msgs.Load()
 			perSend := int64(n)
 			b.ResetTimer()
 			start := time.Now()
 			for i := range int64(b.N) {
-				if i >= window && !msgs.waitFor(base+(i-window+1)*perSend, benchDeadline) {
-					b.Fatalf("clients stalled: %d frames received, %d sends made", msgs.n.Load()-base, i)
+				if i >= window && !msgs.WaitFor(base+(i-window+1)*perSend, benchDeadline) {
+					b.Fatalf("clients stalled: %d frames received, %d sends made", msgs.Load()-base, i)
 				}
 				if err := post(body); err != nil {
 					b.Fatalf("send %d: %v", i, err)
 				}
 			}
 			want := base + int64(b.N)*perSend
-			if !msgs.waitFor(want, benchDeadline) {
+			if !msgs.WaitFor(want, benchDeadline) {
 				b.Fatalf("after %d sends, clients received %d of %d frames within %s",
-					b.N, msgs.n.Load()-base, want-base, benchDeadline)
+					b.N, msgs.Load()-base, want-base, benchDeadline)
 			}
 			elapsed := time.Since(start)
 			b.StopTimer()

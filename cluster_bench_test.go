@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/lxzan/gws"
+
+	"wsmesh/internal/counter"
 )
 
 // clusterBenchPercentile returns the p-th percentile (nearest rank) of
@@ -144,7 +146,7 @@ func (h *latencyClient) OnMessage(_ *gws.Conn, m *gws.Message) {
 	} else {
 		h.bad.Add(1)
 	}
-	h.msgs.add()
+	h.msgs.Add()
 }
 
 // take returns the latencies recorded since the last take, sorted.
@@ -185,7 +187,7 @@ func BenchmarkCrossNodeLatency(b *testing.B) {
 	nodes := newTestCluster(quietTB{b}, 3)
 	t1, t2 := nodes[0], nodes[1]
 
-	msgs := newBenchCounter()
+	msgs := counter.New()
 	handler := &latencyClient{benchClient: benchClient{msgs: msgs}}
 	var clients benchConns
 	b.Cleanup(func() { clients.closeAll(b) })
@@ -229,15 +231,15 @@ func BenchmarkCrossNodeLatency(b *testing.B) {
 	if err := post(time.Now(), &buf); err != nil { // one checked send before timing
 		b.Fatalf("first send: %v", err)
 	}
-	if !msgs.waitFor(1, benchDeadline) {
+	if !msgs.WaitFor(1, benchDeadline) {
 		b.Fatal("first send not received")
 	}
 	handler.take()
 
 	// finish waits for every message of the run and reports.
 	finish := func(b *testing.B, base int64, start time.Time) {
-		if !msgs.waitFor(base+int64(b.N), benchDeadline) {
-			b.Fatalf("client received %d of %d messages within %s", msgs.n.Load()-base, b.N, benchDeadline)
+		if !msgs.WaitFor(base+int64(b.N), benchDeadline) {
+			b.Fatalf("client received %d of %d messages within %s", msgs.Load()-base, b.N, benchDeadline)
 		}
 		elapsed := time.Since(start)
 		b.StopTimer()
@@ -259,7 +261,7 @@ func BenchmarkCrossNodeLatency(b *testing.B) {
 
 	b.Run("seq", func(b *testing.B) {
 		b.ReportAllocs()
-		base := msgs.n.Load()
+		base := msgs.Load()
 		b.ResetTimer()
 		start := time.Now()
 		for i := range b.N {
@@ -273,7 +275,7 @@ func BenchmarkCrossNodeLatency(b *testing.B) {
 	const rate = 1000
 	b.Run("rate="+strconv.Itoa(rate), func(b *testing.B) {
 		b.ReportAllocs()
-		base := msgs.n.Load()
+		base := msgs.Load()
 		jobs := make(chan struct{}, b.N) // never full: sends are never dropped
 		var failed atomic.Int64
 		var firstErr atomic.Value

@@ -20,6 +20,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"wsmesh/internal/counter"
 	"wsmesh/internal/wire"
 )
 
@@ -29,49 +30,11 @@ const (
 	benchDeadline     = 30 * time.Second // bounds every wait of these benchmarks
 )
 
-// benchCounter counts received messages and wakes a waiter when the count
-// reaches its target, without polling.
-type benchCounter struct {
-	n      atomic.Int64
-	target atomic.Int64
-	hit    chan struct{} // capacity 1
-}
-
-func newBenchCounter() *benchCounter { return &benchCounter{hit: make(chan struct{}, 1)} }
-
-func (c *benchCounter) add() {
-	if c.n.Add(1) == c.target.Load() {
-		select {
-		case c.hit <- struct{}{}:
-		default:
-		}
-	}
-}
-
-// waitFor blocks until the count is at least target; false if limit passed
-// first.
-func (c *benchCounter) waitFor(target int64, limit time.Duration) bool {
-	c.target.Store(target)
-	if c.n.Load() >= target {
-		return true
-	}
-	timer := time.NewTimer(limit)
-	defer timer.Stop()
-	for c.n.Load() < target {
-		select {
-		case <-c.hit: // may be stale: the loop checks again
-		case <-timer.C:
-			return c.n.Load() >= target
-		}
-	}
-	return true
-}
-
 // benchDelegate is a memberlist.Delegate that counts user messages.
-type benchDelegate struct{ msgs *benchCounter }
+type benchDelegate struct{ msgs *counter.Counter }
 
 func (d *benchDelegate) NodeMeta(int) []byte                 { return nil }
-func (d *benchDelegate) NotifyMsg([]byte)                    { d.msgs.add() }
+func (d *benchDelegate) NotifyMsg([]byte)                    { d.msgs.Add() }
 func (d *benchDelegate) GetBroadcasts(int, int) [][]byte     { return nil }
 func (d *benchDelegate) LocalState(bool) []byte              { return nil }
 func (d *benchDelegate) MergeRemoteState(buf []byte, _ bool) {}
@@ -207,7 +170,7 @@ func BenchmarkLink(b *testing.B) {
 	naive := func(senders int) func(b *testing.B) {
 		return func(b *testing.B) {
 			b.ReportAllocs()
-			msgs := newBenchCounter()
+			msgs := counter.New()
 			recv := benchMemberlist(b, "recv", &benchDelegate{msgs: msgs})
 			send := benchMemberlist(b, "send", nil)
 			if _, err := send.Join([]string{recv.LocalNode().Address()}); err != nil {
@@ -226,8 +189,8 @@ func BenchmarkLink(b *testing.B) {
 			start := time.Now()
 			failed := benchSenders(b.N, senders, func(int) error { return send.SendReliable(to, payload) })
 			ok := int64(b.N) - failed
-			if !msgs.waitFor(ok, benchDeadline) {
-				b.Fatalf("receiver counted %d of %d messages sent without error within %s", msgs.n.Load(), ok, benchDeadline)
+			if !msgs.WaitFor(ok, benchDeadline) {
+				b.Fatalf("receiver counted %d of %d messages sent without error within %s", msgs.Load(), ok, benchDeadline)
 			}
 			elapsed := time.Since(start)
 			b.StopTimer()
