@@ -42,6 +42,7 @@ func NewAuthenticator(secret []byte) (*Authenticator, error) {
 		parser: jwt.NewParser(
 			jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 			jwt.WithExpirationRequired(),
+			jwt.WithIssuedAt(),
 			jwt.WithLeeway(5*time.Second),
 		),
 	}, nil

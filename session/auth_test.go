@@ -362,3 +362,20 @@ func TestIsPing(t *testing.T) {
 		}
 	}
 }
+
+func TestVerifyIssuedInTheFuture(t *testing.T) {
+	a, err := NewAuthenticator([]byte("0123456789abcdef0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"sub": "u", "iat": now.Add(time.Hour).Unix(), "exp": now.Add(2 * time.Hour).Unix(),
+	}).SignedString([]byte("0123456789abcdef0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Verify(tok); err == nil || err.Error() != "token not valid yet" {
+		t.Fatalf("iat an hour ahead: %v, want token not valid yet", err)
+	}
+}
