@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -348,22 +345,9 @@ func drainPings(c *wsClient) int {
 // and user.
 func (p *procNode) logEntries(t *testing.T, msg, user string) []map[string]any {
 	t.Helper()
-	f, err := os.Open(p.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.Seek(p.logFrom, io.SeekStart); err != nil {
-		t.Fatal(err)
-	}
+	lines, _ := p.readLog(t) // a line not JSON yet is still being written
 	var out []map[string]any
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			continue // a line still being written
-		}
+	for _, m := range lines {
 		if m["msg"] == msg && m["user"] == user {
 			out = append(out, m)
 		}

@@ -131,9 +131,9 @@ func (p *procNode) start(t *testing.T, bin string) {
 	}
 }
 
-// servingLines counts the JSON log lines of the current run saying the
-// node serves on its HTTP address; every line must be JSON.
-func (p *procNode) servingLines(t *testing.T) int {
+// readLog returns the lines p's current run has logged so far: decoded,
+// and the ones that are not JSON (a line still being written, or a bug).
+func (p *procNode) readLog(t *testing.T) (lines []map[string]any, notJSON []string) {
 	t.Helper()
 	f, err := os.Open(p.logPath)
 	if err != nil {
@@ -143,14 +143,29 @@ func (p *procNode) servingLines(t *testing.T) int {
 	if _, err := f.Seek(p.logFrom, io.SeekStart); err != nil {
 		t.Fatal(err)
 	}
-	n := 0
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		var m map[string]any
 		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatalf("%s: log line is not JSON: %q", p.name, sc.Text())
+			notJSON = append(notJSON, sc.Text())
+			continue
 		}
+		lines = append(lines, m)
+	}
+	return lines, notJSON
+}
+
+// servingLines counts the JSON log lines of the current run saying the
+// node serves on its HTTP address; every line must be JSON.
+func (p *procNode) servingLines(t *testing.T) int {
+	t.Helper()
+	lines, notJSON := p.readLog(t)
+	if len(notJSON) > 0 {
+		t.Fatalf("%s: log line is not JSON: %q", p.name, notJSON[0])
+	}
+	n := 0
+	for _, m := range lines {
 		if m["msg"] == "node serving" && m["node"] == p.name && m["http"] == p.http {
 			n++
 		}
