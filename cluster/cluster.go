@@ -186,10 +186,6 @@ func (c *Cluster) nextLinkID() uint64 {
 // Name returns this node's name.
 func (c *Cluster) Name() string { return c.cfg.NodeName }
 
-// Epoch returns this node's boot epoch (Unix nanoseconds at start): a node
-// restarted with the same name has a larger one.
-func (c *Cluster) Epoch() uint64 { return c.epoch }
-
 // Now returns a fresh hybrid logical clock stamp.
 func (c *Cluster) Now() uint64 { return uint64(c.clock.Now()) }
 

@@ -59,9 +59,6 @@ type Session struct {
 	pinger   *time.Timer
 }
 
-// Info returns the session's description.
-func (s *Session) Info() Info { return s.info }
-
 // Enqueue queues a frame for the client. It never blocks: a full queue
 // closes the session with 4002 and returns ErrSlowConsumer; a closing one
 // returns ErrClosed. frame must not be modified afterwards.
