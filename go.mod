@@ -33,3 +33,7 @@ require (
 	golang.org/x/net v0.59.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
+
+// gws v1.9.1 with one fix (third_party/gws/PATCHES.md): a client frame whose
+// 64-bit length has its top bit set panicked the read loop.
+replace github.com/lxzan/gws => ./third_party/gws

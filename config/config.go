@@ -61,6 +61,7 @@ type HTTP struct {
 	Listen          string   `toml:"listen"`             // default "127.0.0.1:8080"
 	MaxBodyBytes    int64    `toml:"max_body_bytes"`     // default 1048576
 	MaxUsersPerSend int      `toml:"max_users_per_send"` // default 1000
+	ReadTimeout     Duration `toml:"read_timeout"`       // default "30s": a request's headers and body must arrive within it
 	TrustedProxies  []string `toml:"trusted_proxies"`    // IPs or CIDRs whose X-Forwarded-For is believed; default none
 	Demo            string   `toml:"demo"`               // the demo page at /demo/: "auto" (on when listen is loopback), "on", "off"
 }
@@ -93,6 +94,7 @@ type Session struct {
 	SendQueue       int      `toml:"send_queue"`        // default 256
 	MaxMessageBytes int      `toml:"max_message_bytes"` // default 65536
 	SingleDevice    bool     `toml:"single_device"`     // default false
+	MaxConnections  int      `toml:"max_connections"`   // default 0: the open-file limit less a reserve
 }
 
 // Admin is the [admin] table.
@@ -136,7 +138,7 @@ func Default() Config {
 	}
 	return Config{
 		Node: Node{Name: host, ShutdownTimeout: Duration(10 * time.Second)},
-		HTTP: HTTP{Listen: "127.0.0.1:8080", MaxBodyBytes: 1 << 20, MaxUsersPerSend: 1000, Demo: "auto"},
+		HTTP: HTTP{Listen: "127.0.0.1:8080", MaxBodyBytes: 1 << 20, MaxUsersPerSend: 1000, ReadTimeout: Duration(30 * time.Second), Demo: "auto"},
 		Cluster: Cluster{
 			Bind: "127.0.0.1:7946",
 		},
@@ -287,7 +289,7 @@ func (c *Config) validate() error {
 	for _, d := range []struct {
 		key string
 		v   Duration
-	}{{"session.ping_interval", s.PingInterval}, {"session.idle_timeout", s.IdleTimeout}, {"session.write_timeout", s.WriteTimeout}} {
+	}{{"session.ping_interval", s.PingInterval}, {"session.idle_timeout", s.IdleTimeout}, {"session.write_timeout", s.WriteTimeout}, {"http.read_timeout", c.HTTP.ReadTimeout}} {
 		if d.v <= 0 {
 			return c.keyErr(d.key, "must be positive, got %s", d.v.D())
 		}
@@ -297,6 +299,9 @@ func (c *Config) validate() error {
 	}
 	if s.SendQueue <= 0 {
 		return c.keyErr("session.send_queue", "must be positive, got %d", s.SendQueue)
+	}
+	if s.MaxConnections < 0 {
+		return c.keyErr("session.max_connections", "must be 0 (derived from the open-file limit) or positive, got %d", s.MaxConnections)
 	}
 	if s.MaxMessageBytes < 64 {
 		return c.keyErr("session.max_message_bytes", "must be at least 64, got %d", s.MaxMessageBytes)

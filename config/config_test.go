@@ -138,6 +138,8 @@ func TestLoadFileErrors(t *testing.T) {
 		{"negative shutdown", "[node]\nshutdown_timeout = \"-1s\"\n", []string{"node.shutdown_timeout", "positive"}},
 		{"negative send_queue", "[session]\nsend_queue = -1\n", []string{"session.send_queue", "-1"}},
 		{"zero send_queue", "[session]\nsend_queue = 0\n", []string{"session.send_queue"}},
+		{"negative max_connections", "[session]\nmax_connections = -1\n", []string{"session.max_connections", "-1"}},
+		{"zero read_timeout", "[http]\nread_timeout = \"0s\"\n", []string{"http.read_timeout", "positive"}},
 		{"negative max_body_bytes", "[http]\nmax_body_bytes = -5\n", []string{"http.max_body_bytes", "-5"}},
 		{"zero max_users_per_send", "[http]\nmax_users_per_send = 0\n", []string{"http.max_users_per_send"}},
 		{"small max_message_bytes", "[session]\nmax_message_bytes = 63\n", []string{"session.max_message_bytes", "63"}},
@@ -426,6 +428,8 @@ func TestLoadCommittedSample(t *testing.T) {
 		{"auth.api_keys", c.Auth.APIKeys, []string{SampleAPIKey}},
 		{"session.send_queue", c.Session.SendQueue, 256},
 		{"session.ping_interval", c.Session.PingInterval.D(), 25 * time.Second},
+		{"session.max_connections", c.Session.MaxConnections, 0},
+		{"http.read_timeout", c.HTTP.ReadTimeout.D(), 30 * time.Second},
 		{"log.level", c.Log.Level, "info"},
 	}
 	for _, ch := range checks {

@@ -80,9 +80,14 @@ func (a *Authenticator) Verify(token string) (Identity, error) {
 		return Identity{}, errors.New("token missing")
 	}
 	var c Claims
-	_, err := a.parser.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) { return a.secret, nil })
+	t, err := a.parser.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) { return a.secret, nil })
 	switch {
 	case err == nil:
+		if _, ok := t.Header["crit"]; ok {
+			// RFC 7515 §4.1.11: a recipient that does not understand every
+			// extension crit lists must refuse the token. We know none.
+			return Identity{}, errors.New("token has critical header extensions (crit): none are supported")
+		}
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return Identity{}, errors.New("token expired")
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):

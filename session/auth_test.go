@@ -183,6 +183,8 @@ func TestVerifyRejects(t *testing.T) {
 		{"no sub",
 			sign(t, jwt.SigningMethodHS256, &Claims{Device: "d", RegisteredClaims: jwt.RegisteredClaims{ExpiresAt: exp(time.Hour)}}, testSecret),
 			"token has no sub claim"},
+		// RFC 7515 §4.1.11: crit names extensions the recipient must understand.
+		{"crit header", critToken(t, now), "token has critical header extensions (crit): none are supported"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -206,6 +208,20 @@ func TestVerifyRejects(t *testing.T) {
 			}
 		})
 	}
+}
+
+// critToken is a valid HS256 token whose header lists a critical extension.
+func critToken(t *testing.T, now time.Time) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(jwt.SigningMethodHS256, &Claims{RegisteredClaims: jwt.RegisteredClaims{
+		Subject: "alice", ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour))}})
+	tok.Header["crit"] = []string{"exp-ext"}
+	tok.Header["exp-ext"] = true
+	s, err := tok.SignedString(testSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 func jsonNum(n int64) string {
@@ -354,6 +370,11 @@ func TestIsPing(t *testing.T) {
 		{`{"type":"ping","x":1}`, true},
 		{`{"type":"pong"}`, false},
 		{`{"type":"PING"}`, false},
+		{`{"TYPE":"ping"}`, false},
+		{`{"Type":"ping"}`, false},
+		{`{"type":"p\u0069ng"}`, true},
+		{`{"type":1}`, false},
+		{`["ping"]`, false},
 		{`ping`, false},
 		{``, false},
 	} {

@@ -2,6 +2,7 @@ package session
 
 import (
 	"encoding/json"
+	"errors"
 )
 
 // Close codes sent to clients, with the reason text that goes with each.
@@ -9,6 +10,7 @@ import (
 const (
 	CloseNormal        uint16 = 1000
 	CloseTooLarge      uint16 = 1009
+	CloseInternal      uint16 = 1011 // a bug in the server: it closes this connection only
 	CloseServerRestart uint16 = 1012 // node shutting down: reconnect, to another node
 	CloseEvicted       uint16 = 4000 // a newer login of the same user and device
 	CloseUnauthorized  uint16 = 4001 // bad, missing or expired token: do not retry it
@@ -25,6 +27,7 @@ var (
 	disconnectShutdown = Disconnect{CloseServerRestart, "node shutting down"}
 	disconnectEvicted  = Disconnect{CloseEvicted, "evicted by a newer login"}
 	disconnectSlow     = Disconnect{CloseSlowConsumer, "slow consumer: send queue full"}
+	disconnectInternal = Disconnect{CloseInternal, "internal error"}
 )
 
 // Server-to-client control frames.
@@ -58,12 +61,31 @@ func appendJSONString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// clientFrame is what a client may send; only "ping" means anything.
+// clientFrame is a frame a client sent: a JSON object whose "type" (exact
+// case) says what it is. Only "ping" means anything yet.
 type clientFrame struct {
-	Type string `json:"type"`
+	Type string
+}
+
+// parseClientFrame decodes a client's text frame. Field names match exactly
+// ("Type" is not "type"); other fields are left alone.
+func parseClientFrame(b []byte) (clientFrame, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(b, &fields); err != nil {
+		return clientFrame{}, errors.New("frame is not a JSON object")
+	}
+	raw, ok := fields["type"]
+	if !ok {
+		return clientFrame{}, errors.New(`frame has no "type"`)
+	}
+	var f clientFrame
+	if len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, &f.Type) != nil {
+		return clientFrame{}, errors.New(`frame's "type" is not a string`)
+	}
+	return f, nil
 }
 
 func isPing(b []byte) bool {
-	var f clientFrame
-	return json.Unmarshal(b, &f) == nil && f.Type == "ping"
+	f, err := parseClientFrame(b)
+	return err == nil && f.Type == "ping"
 }

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,6 +25,7 @@ import (
 	"github.com/lxzan/gws"
 
 	"wsmesh/internal/realip"
+	"wsmesh/internal/throttle"
 )
 
 // Config configures a Hub. Zero values take the defaults named.
@@ -33,6 +35,7 @@ type Config struct {
 	WriteTimeout    time.Duration  // default 10s: give up a write to a stuck client
 	SendQueue       int            // default 256 messages per connection
 	MaxMessageBytes int            // default 65536: larger client frames close with 1009
+	MaxConnections  int            // default: FileLimitConnections(); more WebSockets get 503
 	SingleDevice    bool           // one session per user, not per user and device
 	AllowedOrigins  []string       // default: any Origin
 	TrustedProxies  realip.Proxies // whose X-Forwarded-For names the client in logs; default none
@@ -57,8 +60,12 @@ type Hub struct {
 	seed     maphash.Seed
 	shards   [64]shard
 	nextID   atomic.Uint64
-	count    atomic.Int64
+	count    atomic.Int64 // registered sessions
+	conns    atomic.Int64 // admitted connections, from the upgrade until their goroutines end
 	stats    hubStats
+	full     throttle.Every // the "connection limit reached" warning
+
+	testHookRead func(*Session) // runs on the read loop goroutine before ReadLoop; tests only
 
 	mu     sync.Mutex // guards closed and the Add side of active
 	closed bool
@@ -90,6 +97,9 @@ func New(cfg Config) (*Hub, error) {
 	if cfg.MaxMessageBytes <= 0 {
 		cfg.MaxMessageBytes = 64 << 10
 	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = FileLimitConnections()
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -113,7 +123,7 @@ func New(cfg Config) (*Hub, error) {
 
 // hubStats are the hub's running totals.
 type hubStats struct {
-	upgrades, authFailures, evictions, slowConsumers, closed atomic.Uint64
+	upgrades, authFailures, evictions, slowConsumers, closed, refused, clientFrames atomic.Uint64
 }
 
 // Stats are running totals since the hub started, for metrics.
@@ -123,6 +133,8 @@ type Stats struct {
 	Evictions     uint64 // sessions closed with 4000 (newer login here or elsewhere)
 	SlowConsumers uint64 // sessions closed with 4002 (send queue overflowed)
 	Closed        uint64 // sessions ended, for any reason
+	Refused       uint64 // upgrades refused with 503: MaxConnections reached
+	ClientFrames  uint64 // frames read from clients: messages, pings and pongs
 }
 
 // Stats returns the running totals.
@@ -133,25 +145,37 @@ func (h *Hub) Stats() Stats {
 		Evictions:     h.stats.evictions.Load(),
 		SlowConsumers: h.stats.slowConsumers.Load(),
 		Closed:        h.stats.closed.Load(),
+		Refused:       h.stats.refused.Load(),
+		ClientFrames:  h.stats.clientFrames.Load(),
 	}
 }
 
 // Len returns the number of live sessions.
 func (h *Hub) Len() int { return int(h.count.Load()) }
 
+// MaxConnections returns the most WebSockets the hub holds at once.
+func (h *Hub) MaxConnections() int { return h.cfg.MaxConnections }
+
 func (h *Hub) shard(user string) *shard {
 	return &h.shards[maphash.String(h.seed, user)%uint64(len(h.shards))]
 }
 
-// ServeHTTP upgrades GET /ws. A bad Origin is refused with 403 before the
-// upgrade; a bad token is answered after it, with close code 4001.
+// ServeHTTP upgrades GET /ws. A bad Origin is refused with 403 and a
+// malformed handshake with 400, 405 or 426 before the upgrade, and so is a
+// connection beyond MaxConnections, with 503; all with a JSON body. A bad
+// token is answered after the upgrade, with close code 4001.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.originAllowed(r.Header.Get("Origin")) {
 		writeError(w, http.StatusForbidden, "origin not allowed")
 		return
 	}
-	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
-		writeError(w, http.StatusBadRequest, "websocket upgrade required")
+	if err := checkHandshake(w, r); err != nil {
+		writeError(w, err.status, err.msg)
+		return
+	}
+	if n := h.conns.Add(1); n > int64(h.cfg.MaxConnections) {
+		h.conns.Add(-1)
+		h.refuseFull(w)
 		return
 	}
 	remote := h.cfg.TrustedProxies.ClientAddr(r)
@@ -167,6 +191,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	conn, err := h.upgrader.Upgrade(w, r)
 	if err != nil {
 		h.log.Debug("websocket upgrade failed", "remote", remote, "err", err)
+		h.conns.Add(-1)
 		if !closed {
 			h.active.Done()
 		}
@@ -176,11 +201,13 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case closed:
 		_ = conn.WriteClose(disconnectShutdown.Code, []byte(disconnectShutdown.Reason))
+		h.conns.Add(-1)
 		return
 	case authErr != nil:
 		h.stats.authFailures.Add(1)
 		h.log.Warn("websocket auth failed", "remote", remote, "reason", authErr.Error())
 		_ = conn.WriteClose(CloseUnauthorized, []byte(authErr.Error()))
+		h.conns.Add(-1)
 		h.active.Done()
 		return
 	}
@@ -199,9 +226,45 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.open(s)
 	go func() {
 		defer h.active.Done()
-		conn.ReadLoop()
+		defer h.conns.Add(-1)
+		h.readLoop(s)
 		s.finish()
+		_ = conn.NetConn().Close() // closed already, unless the read loop panicked
 	}()
+}
+
+// readLoop runs gws's read loop for s. A panic in it closes this
+// connection with 1011 and is logged; the process and the other sessions
+// go on.
+func (h *Hub) readLoop(s *Session) {
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		h.log.Error("session read loop panicked: closing this connection", "user", s.info.User, "device", s.info.Device,
+			"remote", s.info.Remote, "session", s.info.ID, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		s.Close(disconnectInternal)
+		(*events)(h).OnClose(s.conn, fmt.Errorf("panic: %v", v))
+	}()
+	if h.testHookRead != nil {
+		h.testHookRead(s)
+	}
+	s.conn.ReadLoop()
+}
+
+// refuseFull answers an upgrade beyond MaxConnections: 503, and a warning
+// at most every 10 s saying how many were refused since the last one.
+func (h *Hub) refuseFull(w http.ResponseWriter) {
+	h.stats.refused.Add(1)
+	if n, ok := h.full.Allow(10 * time.Second); ok {
+		h.log.Warn("connection limit reached: refusing new WebSockets with 503",
+			"limit", h.cfg.MaxConnections, "refused", n, "key", "session.max_connections")
+	}
+	w.Header().Set("Connection", "close")
+	w.Header().Set("Retry-After", "5")
+	writeError(w, http.StatusServiceUnavailable,
+		fmt.Sprintf("node at its connection limit (%d, session.max_connections): try again later or another node", h.cfg.MaxConnections))
 }
 
 func (h *Hub) originAllowed(origin string) bool {
@@ -423,21 +486,26 @@ func closeCause(s *Session, err error) (uint16, string) {
 	return 0, "connection lost"
 }
 
-func (e *events) OnPing(c *gws.Conn, _ []byte) {
+func (e *events) OnPing(c *gws.Conn, payload []byte) {
 	h := (*Hub)(e)
+	h.stats.clientFrames.Add(1)
 	_ = c.SetReadDeadline(time.Now().Add(h.cfg.IdleTimeout))
-	sessionOf(c).control(opWSPong)
+	sessionOf(c).oweWSPong(payload)
 }
 
 func (e *events) OnPong(c *gws.Conn, _ []byte) {
-	_ = c.SetReadDeadline(time.Now().Add((*Hub)(e).cfg.IdleTimeout))
+	h := (*Hub)(e)
+	h.stats.clientFrames.Add(1)
+	_ = c.SetReadDeadline(time.Now().Add(h.cfg.IdleTimeout))
 }
 
 func (e *events) OnMessage(c *gws.Conn, m *gws.Message) {
 	defer m.Close()
-	_ = c.SetReadDeadline(time.Now().Add((*Hub)(e).cfg.IdleTimeout))
+	h := (*Hub)(e)
+	h.stats.clientFrames.Add(1)
+	_ = c.SetReadDeadline(time.Now().Add(h.cfg.IdleTimeout))
 	if m.Opcode == gws.OpcodeText && isPing(m.Bytes()) {
-		sessionOf(c).control(opPong)
+		sessionOf(c).owePong()
 	}
 	// Anything else is ignored: upstream messages come in a later version.
 }

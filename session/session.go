@@ -2,6 +2,8 @@ package session
 
 import (
 	"errors"
+	"fmt"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -28,9 +30,6 @@ type op uint8
 
 const (
 	opMessage op = iota
-	opPing
-	opPong   // the JSON {"type":"pong"}
-	opWSPong // a WebSocket pong frame
 	opClose
 )
 
@@ -39,6 +38,19 @@ type item struct {
 	data []byte
 	dc   Disconnect // opClose
 }
+
+// owed are the control replies a session owes its client. They take no room
+// in the queue: at most one of each is pending, so a client that sends pings
+// and never reads costs a fixed amount of memory, not one item per ping.
+// RFC 6455 §5.5.3 allows answering only the most recent ping.
+type owed struct {
+	ping     bool   // a server ping
+	pong     bool   // the JSON {"type":"pong"}
+	wsPong   bool   // a WebSocket pong frame, echoing wsPongOf
+	wsPongOf []byte // the payload of the most recent client ping (≤ 125 bytes)
+}
+
+func (o owed) any() bool { return o.ping || o.pong || o.wsPong }
 
 // Session is one client WebSocket. Writes go through a bounded queue drained
 // by one writer goroutine, started when the queue goes from empty to
@@ -49,9 +61,10 @@ type Session struct {
 	conn *gws.Conn
 	info Info
 
-	mu       sync.Mutex // guards the fields below
-	queue    []item
+	mu       sync.Mutex  // guards the fields below
+	queue    []item      // messages, then at most one close
 	messages int         // opMessage items in queue
+	owed     owed        // control replies not written yet
 	closing  *Disconnect // set once a close is queued or the conn is gone
 	writing  bool        // a writer goroutine runs
 	finished bool        // ReadLoop returned; no new writer may start
@@ -96,11 +109,24 @@ func (s *Session) evict() {
 	}
 }
 
-// control queues a ping or a pong; it takes no slot of the bounded queue.
-func (s *Session) control(o op) {
+// owePing asks the writer for a server ping.
+func (s *Session) owePing() { s.owe(func(o *owed) { o.ping = true }) }
+
+// owePong asks the writer for the JSON {"type":"pong"}.
+func (s *Session) owePong() { s.owe(func(o *owed) { o.pong = true }) }
+
+// oweWSPong asks the writer for a pong frame echoing payload (RFC 6455
+// §5.5.3), replacing a pong owed for an earlier ping.
+func (s *Session) oweWSPong(payload []byte) {
+	s.owe(func(o *owed) { o.wsPong, o.wsPongOf = true, append(o.wsPongOf[:0], payload...) })
+}
+
+// owe records a control reply and starts the writer if none runs.
+func (s *Session) owe(set func(*owed)) {
 	s.mu.Lock()
 	if s.closing == nil {
-		s.pushLocked(item{op: o})
+		set(&s.owed)
+		s.startWriterLocked()
 	}
 	s.mu.Unlock()
 }
@@ -118,6 +144,12 @@ func (s *Session) closeLocked(dc Disconnect) {
 // s.mu must be held.
 func (s *Session) pushLocked(it item) {
 	s.queue = append(s.queue, it)
+	s.startWriterLocked()
+}
+
+// startWriterLocked starts the writer unless one runs or the connection is
+// gone; s.mu must be held.
+func (s *Session) startWriterLocked() {
 	if s.writing || s.finished {
 		return
 	}
@@ -126,20 +158,34 @@ func (s *Session) pushLocked(it item) {
 	go s.write()
 }
 
-// write drains the queue until it is empty, then returns.
+// write drains the queue and the owed replies until both are empty, then
+// returns. Owed control replies go before the queued messages.
 func (s *Session) write() {
 	defer s.writers.Done()
+	defer s.recoverWriter()
 	var batch []item
+	var pongBuf []byte
 	for {
 		s.mu.Lock()
-		if len(s.queue) == 0 {
+		if len(s.queue) == 0 && !s.owed.any() {
 			s.writing = false
 			s.mu.Unlock()
 			return
 		}
+		o := s.owed
+		if o.wsPong { // keep the payload: the next ping may reuse s.owed's buffer
+			pongBuf = append(pongBuf[:0], o.wsPongOf...)
+			o.wsPongOf = pongBuf
+		}
+		s.owed = owed{wsPongOf: s.owed.wsPongOf[:0]}
 		batch, s.queue = s.queue, batch[:0]
 		s.mu.Unlock()
 
+		if !s.writeOwed(o) {
+			s.abandon()
+			clear(batch)
+			continue
+		}
 		for i, it := range batch {
 			if !s.writeItem(it) {
 				s.abandon()
@@ -156,6 +202,46 @@ func (s *Session) write() {
 	}
 }
 
+// recoverWriter ends a panicking writer: it logs the panic and cuts the
+// connection, whose read loop then ends and closes the session. The process
+// and the other sessions go on.
+func (s *Session) recoverWriter() {
+	v := recover()
+	if v == nil {
+		return
+	}
+	s.hub.log.Error("session writer panicked: closing this connection", "user", s.info.User, "device", s.info.Device,
+		"remote", s.info.Remote, "session", s.info.ID, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	s.mu.Lock()
+	s.writing = false
+	if s.closing == nil {
+		dc := disconnectInternal
+		s.closing = &dc
+	}
+	s.mu.Unlock()
+	_ = s.conn.NetConn().Close()
+}
+
+// writeOwed writes the owed control replies; false means the connection is gone.
+func (s *Session) writeOwed(o owed) bool {
+	if !o.any() {
+		return true
+	}
+	if err := s.conn.SetWriteDeadline(time.Now().Add(s.hub.cfg.WriteTimeout)); err != nil {
+		return false
+	}
+	if o.wsPong && s.conn.WritePong(o.wsPongOf) != nil {
+		return false
+	}
+	if o.pong && s.conn.WriteMessage(gws.OpcodeText, framePong) != nil {
+		return false
+	}
+	if o.ping && s.conn.WritePing(nil) != nil {
+		return false
+	}
+	return true
+}
+
 // writeItem writes one item; false means the connection is gone.
 func (s *Session) writeItem(it item) bool {
 	if err := s.conn.SetWriteDeadline(time.Now().Add(s.hub.cfg.WriteTimeout)); err != nil {
@@ -165,12 +251,6 @@ func (s *Session) writeItem(it item) bool {
 	switch it.op {
 	case opMessage:
 		err = s.conn.WriteMessage(gws.OpcodeText, it.data)
-	case opPing:
-		err = s.conn.WritePing(nil)
-	case opPong:
-		err = s.conn.WriteMessage(gws.OpcodeText, framePong)
-	case opWSPong:
-		err = s.conn.WritePong(nil)
 	case opClose:
 		_ = s.conn.WriteClose(it.dc.Code, []byte(it.dc.Reason))
 		return false
@@ -187,6 +267,7 @@ func (s *Session) abandon() {
 	clear(s.queue)
 	s.queue = s.queue[:0]
 	s.messages = 0
+	s.owed = owed{}
 	s.mu.Unlock()
 }
 
@@ -230,6 +311,6 @@ func (s *Session) schedulePing() {
 }
 
 func (s *Session) ping() {
-	s.control(opPing)
+	s.owePing()
 	s.schedulePing()
 }
