@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -141,13 +142,14 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, h hooks) e
 		return err
 	}
 	if cfg.GeneratedSecret {
-		log.Warn("no jwt_secret configured: generated a random one for this run; tokens from `wsmesh token` will not verify here. Use a config file (-config) or WSMESH_AUTH_JWT_SECRET",
+		log.Warn("no jwt_secret configured: generated a random one for this run; tokens from `wsmesh token` will not verify here, and other nodes refuse this node's link messages (nodes must share it). Use a config file (-config) or WSMESH_AUTH_JWT_SECRET",
 			"config", cfg.Source)
 	}
 	if len(cfg.Auth.APIKeys) == 0 {
 		log.Warn("no api_keys configured: POST /send and GET /cluster are open to anyone who reaches " + n.Addr())
 	}
-	log.Info("node serving", "node", cfg.Node.Name, "http", n.Addr(), "websocket", "ws://"+n.Addr()+"/ws", "config", cfg.Source, "version", versionString())
+	log.Info("node serving", "node", cfg.Node.Name, "http", n.Addr(), "websocket", "ws://"+n.Addr()+"/ws",
+		"max_connections", n.hub.MaxConnections(), "config", cfg.Source, "version", versionString())
 
 	errc := make(chan error, 1)
 	go func() { errc <- n.serve() }()
@@ -205,6 +207,7 @@ func newNode(cfg *config.Config, log *slog.Logger, h hooks) (*node, error) {
 		Advertise:      cfg.Cluster.Advertise,
 		Seeds:          cfg.Cluster.Seeds,
 		SecretKeys:     cfg.Cluster.SecretKeys,
+		LinkKey:        cluster.DeriveLinkKey([]byte(cfg.Auth.JWTSecret)),
 		SingleDevice:   cfg.Session.SingleDevice,
 		OnBatch:        m.OnBatch,
 		Logger:         log,
@@ -221,6 +224,7 @@ func newNode(cfg *config.Config, log *slog.Logger, h hooks) (*node, error) {
 		WriteTimeout:    cfg.Session.WriteTimeout.D(),
 		SendQueue:       cfg.Session.SendQueue,
 		MaxMessageBytes: cfg.Session.MaxMessageBytes,
+		MaxConnections:  cfg.Session.MaxConnections,
 		SingleDevice:    cfg.Session.SingleDevice,
 		AllowedOrigins:  cfg.Auth.AllowedOrigins,
 		TrustedProxies:  proxies,
@@ -268,9 +272,14 @@ func newNode(cfg *config.Config, log *slog.Logger, h hooks) (*node, error) {
 			defer n.inFlight.Add(-1)
 			api.ServeHTTP(w, r)
 		}),
-		ReadHeaderTimeout: 10 * time.Second,
+		// Headers and body must arrive within read_timeout (headers within
+		// 10 s of it), so a stalled request cannot hold a connection and its
+		// file. gws clears these deadlines once a WebSocket is upgraded; the
+		// session's idle timeout governs it from then on.
+		ReadHeaderTimeout: min(10*time.Second, cfg.HTTP.ReadTimeout.D()),
+		ReadTimeout:       cfg.HTTP.ReadTimeout.D(),
 		IdleTimeout:       120 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		ErrorLog:          stdlog.New(&serverLog{log: log}, "", 0),
 	}
 	if cfg.Admin.Listen != "" {
 		if n.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {

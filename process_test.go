@@ -41,7 +41,8 @@ func freePort(t *testing.T) int {
 // procNode is a wsmesh node running as its own process.
 type procNode struct {
 	name, cfgPath, logPath string
-	http, gossip           string // addresses
+	http, gossip           string   // addresses
+	prefix                 []string // runs the binary under this command (prlimit ...), if set
 	api                    *testNode
 	cmd                    *exec.Cmd
 	exited                 chan error // receives cmd.Wait's result once per start
@@ -98,7 +99,8 @@ func (p *procNode) start(t *testing.T, bin string) {
 		t.Fatal(err)
 	}
 	p.logFrom = st.Size()
-	p.cmd = exec.Command(bin, "serve", "-config", p.cfgPath)
+	argv := append(append([]string{}, p.prefix...), bin, "serve", "-config", p.cfgPath)
+	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Env = os.Environ()
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	if err := p.cmd.Start(); err != nil {

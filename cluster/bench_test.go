@@ -126,7 +126,7 @@ func benchLinkPair(b *testing.B) (a, bb *Cluster, ha, hb *benchHandler) {
 	b.Helper()
 	discard := slog.New(slog.DiscardHandler)
 	start := func(name string, seeds []string, h Handler) *Cluster {
-		c, err := New(Config{NodeName: name, Bind: "127.0.0.1:0", Seeds: seeds, Logger: discard})
+		c, err := New(Config{NodeName: name, Bind: "127.0.0.1:0", Seeds: seeds, LinkKey: testLinkKey, Logger: discard})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -1,9 +1,9 @@
 // Package cluster owns what a node knows of the cluster: membership by
 // gossip (hashicorp/memberlist), this node's identity (name and boot
-// epoch), the cluster-wide session table, and ordered, acknowledged
-// messaging between nodes. It knows nothing of WebSockets or HTTP: local
-// sessions come in through AddLocal/RemoveLocal, and relay traffic and
-// evictions go out to the Handler it is given.
+// epoch), the cluster-wide session table, and ordered, acknowledged,
+// authenticated messaging between nodes. It knows nothing of WebSockets
+// or HTTP: local sessions come in through AddLocal/RemoveLocal, and relay
+// traffic and evictions go out to the Handler it is given.
 package cluster
 
 import (
@@ -65,6 +65,11 @@ type Config struct {
 	RejoinInterval time.Duration // default 30s: re-join seeds and lost members this often (heals partitions)
 	Logger         *slog.Logger  // default slog.Default()
 
+	// LinkKey authenticates node-to-node link messages; every node of a
+	// cluster must have the same. main derives it from auth.jwt_secret,
+	// which every node already shares (DeriveLinkKey). Required.
+	LinkKey []byte
+
 	// OnBatch, if set, hears of every batch a link had acknowledged: its
 	// item count and the time from send to ack. It must not block.
 	OnBatch func(items int, rtt time.Duration)
@@ -94,6 +99,8 @@ type Cluster struct {
 
 	lastLink atomic.Uint64 // the last link id handed out
 	stats    linkStats
+	auth     *linkAuth
+	refusals refusals
 	selfAddr string // our gossip address, set by Start
 
 	ctx    context.Context
@@ -112,6 +119,9 @@ type lostMember struct {
 func New(cfg Config) (*Cluster, error) {
 	if cfg.NodeName == "" {
 		return nil, errors.New("cluster: NodeName is required")
+	}
+	if len(cfg.LinkKey) == 0 {
+		return nil, errors.New("cluster: LinkKey is required")
 	}
 	if cfg.Bind == "" {
 		cfg.Bind = "127.0.0.1:7946"
@@ -140,6 +150,7 @@ func New(cfg Config) (*Cluster, error) {
 		lost:    map[string]lostMember{},
 		leaving: map[string]time.Time{},
 		parked:  map[string][]parkedMsg{},
+		auth:    newLinkAuth(cfg.LinkKey),
 	}
 	c.table.originLocked(cfg.NodeName).epoch = c.epoch
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -148,26 +159,28 @@ func New(cfg Config) (*Cluster, error) {
 
 // linkStats are running totals over all links.
 type linkStats struct {
-	batches, items, sendFailures, ackTimeouts, queueFull atomic.Uint64
+	batches, items, sendFailures, ackTimeouts, queueFull, unauthenticated atomic.Uint64
 }
 
 // Stats are running totals since start, for metrics.
 type Stats struct {
-	Batches      uint64 // batches acknowledged
-	Items        uint64 // items in them (relay calls, table deltas, ...)
-	SendFailures uint64 // batches that could not be sent (peer unreachable)
-	AckTimeouts  uint64 // batches sent but not acknowledged in time
-	QueueFull    uint64 // calls refused because a link's queue was full
+	Batches         uint64 // batches acknowledged
+	Items           uint64 // items in them (relay calls, table deltas, ...)
+	SendFailures    uint64 // batches that could not be sent (peer unreachable)
+	AckTimeouts     uint64 // batches sent but not acknowledged in time
+	QueueFull       uint64 // calls refused because a link's queue was full
+	Unauthenticated uint64 // link messages dropped unread: MAC missing or wrong (forged, or another LinkKey)
 }
 
 // Stats returns the running totals.
 func (c *Cluster) Stats() Stats {
 	return Stats{
-		Batches:      c.stats.batches.Load(),
-		Items:        c.stats.items.Load(),
-		SendFailures: c.stats.sendFailures.Load(),
-		AckTimeouts:  c.stats.ackTimeouts.Load(),
-		QueueFull:    c.stats.queueFull.Load(),
+		Batches:         c.stats.batches.Load(),
+		Items:           c.stats.items.Load(),
+		SendFailures:    c.stats.sendFailures.Load(),
+		AckTimeouts:     c.stats.ackTimeouts.Load(),
+		QueueFull:       c.stats.queueFull.Load(),
+		Unauthenticated: c.stats.unauthenticated.Load(),
 	}
 }
 

@@ -49,17 +49,24 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func testCluster(t *testing.T, name string, seeds []string, keys []string, log *syncBuffer) (*Cluster, error) {
+// testLinkKey is the LinkKey of the clusters tests build.
+var testLinkKey = DeriveLinkKey([]byte("cluster-test-jwt-secret"))
+
+// testCluster starts a node named name that joins seeds, with fast
+// gossip timings, and has it leave when the test ends; opts change its
+// Config first.
+func testCluster(t *testing.T, name string, seeds []string, keys []string, log *syncBuffer, opts ...func(*Config)) (*Cluster, error) {
 	t.Helper()
 	var w interface{ Write([]byte) (int, error) } = log
 	if log == nil {
 		w = &syncBuffer{}
 	}
-	c, err := New(Config{
+	cfg := Config{
 		NodeName:       name,
 		Bind:           "127.0.0.1:0",
 		Seeds:          seeds,
 		SecretKeys:     keys,
+		LinkKey:        testLinkKey,
 		RejoinInterval: time.Hour,
 		Logger:         slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Tune: func(mc *memberlist.Config) {
@@ -67,7 +74,11 @@ func testCluster(t *testing.T, name string, seeds []string, keys []string, log *
 			mc.ProbeTimeout = 50 * time.Millisecond
 			mc.GossipInterval = 20 * time.Millisecond
 		},
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	c, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +245,7 @@ func TestSelfAmongSeedsIsNotAnAnswer(t *testing.T) {
 	l.Close()
 	var log syncBuffer
 	// One seed list for every VM names this node too; the other seed is down.
-	c, err := New(Config{NodeName: "solo", Bind: self, Seeds: []string{self, "127.0.0.1:1"}, RejoinInterval: time.Hour,
+	c, err := New(Config{NodeName: "solo", Bind: self, Seeds: []string{self, "127.0.0.1:1"}, LinkKey: testLinkKey, RejoinInterval: time.Hour,
 		Logger: slog.New(slog.NewTextHandler(&log, nil))})
 	if err != nil {
 		t.Fatal(err)

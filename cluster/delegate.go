@@ -20,13 +20,17 @@ func (d *delegate) NodeMeta(limit int) []byte { return (*Cluster)(d).nodeMeta() 
 
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 
-// NotifyMsg routes a batch or an ack to the link of the node that sent it.
+// NotifyMsg checks a batch's or an ack's MAC, then routes it to the link
+// of the node that sent it. A message without the right MAC is counted
+// and dropped unread: anyone who reaches the gossip port can send one.
 func (d *delegate) NotifyMsg(b []byte) {
 	c := (*Cluster)(d)
-	if len(b) == 0 {
+	body, ok := c.auth.open(b, c.cfg.NodeName)
+	if !ok {
+		c.refuse(b)
 		return
 	}
-	msg := bytes.Clone(b) // memberlist reuses b
+	msg := bytes.Clone(body) // memberlist reuses b
 	r := wire.NewReader(msg[1:])
 	from := r.String()
 	if r.Err() != nil {

@@ -21,10 +21,14 @@ var (
 	ErrClosed      = errors.New("cluster: shut down")
 )
 
-// Message types: the first byte of every memberlist user message.
+// Message types: the first byte of every memberlist user message. Every
+// message ends in a MAC of macSize bytes: HMAC-SHA256, keyed with
+// Config.LinkKey, over the receiver's name (length-prefixed, not sent) and
+// the whole message before the MAC (type byte and body), truncated.
+// NotifyMsg checks it before reading anything else (linkauth.go).
 const (
-	msgBatch byte = 1 // from, link, seq, items (kind, payload)
-	msgAck   byte = 2 // from, link, seq, replies
+	msgBatch byte = 1 // from, link, seq, items (kind, payload), MAC
+	msgAck   byte = 2 // from, link, seq, replies, MAC
 )
 
 // Item kinds inside a batch.
@@ -264,7 +268,7 @@ func (p *peer) sendLoop() {
 // sendBatch sends one batch and waits for its ack; every call in it is
 // answered either way. ErrClosed: the link is stopping.
 func (p *peer) sendBatch(seq uint64, batch []*call, timer *time.Timer) error {
-	msg := encodeBatch(p.c.cfg.NodeName, p.link, seq, batch)
+	msg := p.c.auth.seal(encodeBatch(p.c.cfg.NodeName, p.link, seq, batch), p.name)
 	p.mu.Lock()
 	node := p.node
 	p.mu.Unlock()
@@ -389,7 +393,7 @@ func (p *peer) call(ctx context.Context, kind byte, payload []byte) ([]byte, err
 }
 
 func encodeBatch(from string, link, seq uint64, batch []*call) []byte {
-	size := len(from) + 32
+	size := len(from) + 32 + macSize
 	for _, cl := range batch {
 		size += len(cl.payload) + 6
 	}
@@ -407,7 +411,12 @@ func encodeBatch(from string, link, seq uint64, batch []*call) []byte {
 }
 
 func encodeAck(from string, link, seq uint64, replies [][]byte) []byte {
-	b := []byte{msgAck}
+	size := len(from) + 32 + macSize
+	for _, r := range replies {
+		size += len(r) + 4
+	}
+	b := make([]byte, 0, size)
+	b = append(b, msgAck)
 	b = wire.AppendString(b, from)
 	b = wire.AppendUvarint(b, link)
 	b = wire.AppendUvarint(b, seq)
@@ -462,7 +471,8 @@ func (p *peer) receive(msg []byte) {
 	p.mu.Lock()
 	node := p.node
 	p.mu.Unlock()
-	if err := p.c.ml.SendReliable(node, encodeAck(p.c.cfg.NodeName, link, seq, replies)); err != nil {
+	out := p.c.auth.seal(encodeAck(p.c.cfg.NodeName, link, seq, replies), p.name)
+	if err := p.c.ml.SendReliable(node, out); err != nil {
 		p.c.log.Debug("ack send failed", "peer", p.name, "err", err)
 	}
 }

@@ -106,6 +106,7 @@ func (m *Metrics) Register(src Sources) {
 		counter("wsmesh_relay_batches_total", "Batches links had acknowledged.", func() uint64 { return src.Cluster.Stats().Batches }),
 		counter("wsmesh_relay_send_failures_total", "Batches that could not be sent: the peer was unreachable.", func() uint64 { return src.Cluster.Stats().SendFailures }),
 		counter("wsmesh_relay_ack_timeouts_total", "Batches sent but not acknowledged in time.", func() uint64 { return src.Cluster.Stats().AckTimeouts }),
+		counter("wsmesh_relay_unauthenticated_total", "Link messages dropped because their MAC was missing or wrong (nodes must share auth.jwt_secret).", func() uint64 { return src.Cluster.Stats().Unauthenticated }),
 		counter("wsmesh_relay_queue_overflows_total", "Calls refused because a link's queue was full.", func() uint64 { return src.Cluster.Stats().QueueFull }),
 		gauge("wsmesh_table_sessions", "Sessions in this node's cluster-wide table.", func() float64 { return float64(src.Cluster.TableSize()) }),
 		&membersCollector{c: src.Cluster},
