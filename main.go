@@ -184,6 +184,7 @@ type node struct {
 	cfg      *config.Config
 	hub      *session.Hub
 	cluster  *cluster.Cluster
+	api      *relay.Server
 	srv      *http.Server
 	ln       net.Listener
 	inFlight atomic.Int64 // HTTP requests being handled (not WebSockets once upgraded)
@@ -265,7 +266,7 @@ func newNode(cfg *config.Config, log *slog.Logger, h hooks) (*node, error) {
 		ln.Close()
 		return nil, err
 	}
-	n := &node{cfg: cfg, hub: hub, cluster: cl, ln: ln}
+	n := &node{cfg: cfg, hub: hub, cluster: cl, api: api, ln: ln}
 	n.srv = &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			n.inFlight.Add(1)
@@ -313,14 +314,16 @@ func (n *node) serve() error {
 	return nil
 }
 
-// shutdown stops accepting, lets in-flight requests answer, closes every
-// session with 1012, then leaves the cluster (peers see "left" at once).
+// shutdown stops accepting, lets in-flight requests answer (those still
+// waiting for their body get 503 at once), closes every session with 1012,
+// then leaves the cluster (peers see "left" at once).
 //
 // http.Server.Shutdown also waits for idle connections that never sent a
 // request (a browser's spare socket) for up to 5 s: that must not hold the
 // 1012 back. So sessions close once the in-flight requests are done, and the
 // connections still idle then are cut.
 func (n *node) shutdown(ctx context.Context) error {
+	n.api.CutBodyReads() // requests still waiting for their body answer 503 now
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- n.srv.Shutdown(ctx) }()
 	tick := time.NewTicker(2 * time.Millisecond)

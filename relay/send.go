@@ -18,10 +18,11 @@ const (
 	StatusError     = "error"     // a session was found but could not take it; see Error
 )
 
+// sendRequest is a /send body, decoded by decodeSend.
 type sendRequest struct {
-	Users  []string        `json:"users"`
-	Device string          `json:"device"`
-	Data   json.RawMessage `json:"data"`
+	Users  []string
+	Device string
+	Data   json.RawMessage
 }
 
 // Result is the outcome for one session, or for a user with none.
@@ -67,7 +68,7 @@ func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) error {
 	s.results[1].Add(uint64(resp.Offline))
 	s.results[2].Add(uint64(resp.Failed))
 	if s.log.Enabled(r.Context(), slog.LevelDebug) {
-		s.log.Debug("send", "id", id, "users", len(req.Users), "device", req.Device,
+		s.log.Debug("send", "id", id, "users", len(req.Users), "device", clip(req.Device),
 			"delivered", resp.Delivered, "offline", resp.Offline, "failed", resp.Failed)
 	}
 	writeJSON(w, http.StatusOK, resp)
@@ -84,23 +85,18 @@ func errorReason(err error) string {
 	return err.Error()
 }
 
-// decodeSend reads and checks a /send body: 413 over the size limit, 400
-// for anything malformed. It returns users deduplicated, in order, and data
+// decodeSend reads and checks a /send body: 413 over the size limit, 408 or
+// 503 if it does not arrive (readBody), 400 for anything malformed
+// (decodeObject). It returns users deduplicated, in order, and data
 // compacted.
 func (s *Server) decodeSend(w http.ResponseWriter, r *http.Request) (*sendRequest, error) {
-	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	var req sendRequest
-	if err := dec.Decode(&req); err != nil {
-		return nil, decodeError(err, s.cfg.MaxBodyBytes)
+	body, err := s.readBody(w, r)
+	if err != nil {
+		return nil, err
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, decodeError(err, s.cfg.MaxBodyBytes)
-		}
-		return nil, httpErrorf(http.StatusBadRequest, "malformed JSON: unexpected data after the body's object")
+	var req sendRequest
+	if err := decodeObject(body, map[string]any{"users": &req.Users, "device": &req.Device, "data": &req.Data}); err != nil {
+		return nil, err
 	}
 	if len(req.Users) == 0 {
 		return nil, httpErrorf(http.StatusBadRequest, `no users: "users" must list at least one user id`)
@@ -131,6 +127,8 @@ func (s *Server) decodeSend(w http.ResponseWriter, r *http.Request) (*sendReques
 	return &req, nil
 }
 
+// decodeError maps an error from reading or decoding a body to its answer:
+// 413 over limit bytes, else 400.
 func decodeError(err error, limit int64) error {
 	var mbe *http.MaxBytesError
 	var ute *json.UnmarshalTypeError
@@ -140,7 +138,7 @@ func decodeError(err error, limit int64) error {
 	case errors.Is(err, io.EOF):
 		return httpErrorf(http.StatusBadRequest, "malformed JSON: empty body")
 	case errors.As(err, &ute):
-		return httpErrorf(http.StatusBadRequest, "malformed JSON: %q has the wrong type (got a JSON %s)", ute.Field, ute.Value)
+		return httpErrorf(http.StatusBadRequest, "malformed JSON: %q has the wrong type (got a JSON %s)", clip(ute.Field), clip(ute.Value))
 	}
-	return httpErrorf(http.StatusBadRequest, "malformed JSON: %v", err)
+	return httpErrorf(http.StatusBadRequest, "malformed JSON: %s", clip(err.Error()))
 }

@@ -12,9 +12,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"path"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"wsmesh/cluster"
 	"wsmesh/internal/realip"
@@ -55,6 +58,8 @@ type Server struct {
 	mux  *http.ServeMux
 	keys [][32]byte // sha256 of each API key, compared in constant time
 	ids  idSource
+
+	reads bodyReads // request bodies being read, for CutBodyReads
 
 	sends   atomic.Uint64
 	results [3]atomic.Uint64 // by status: delivered, offline, error
@@ -105,13 +110,80 @@ func New(cfg Config) (*Server, error) {
 		s.mux.Handle(pattern, h)
 	}
 	s.mux.Handle("/", s.endpoint("", false, func(w http.ResponseWriter, r *http.Request) error {
-		return httpErrorf(http.StatusNotFound, "no such endpoint: %s", r.URL.Path)
+		return httpErrorf(http.StatusNotFound, "no such endpoint: %s", clip(r.URL.Path))
 	}))
 	return s, nil
 }
 
-// ServeHTTP routes a request.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+// ServeHTTP routes a request. Requests that ServeMux would answer itself,
+// in plain text or with a redirect, are answered here in JSON instead.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := oddRequest(w, r); err != nil {
+		s.answerError(w, r, err)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// allowedMethods are all the methods the API serves, for the Allow header
+// of a 405 that no endpoint answers.
+const allowedMethods = "GET, HEAD, POST"
+
+// oddRequest refuses the requests whose answer would come from ServeMux
+// itself rather than from an endpoint:
+//   - CONNECT (ServeMux matches its authority-form target as a path: a
+//     plain-text 404): 405, this node is not a proxy;
+//   - the target "*" (a bodyless plain-text 400): 400;
+//   - a path not starting with "/" (absolute-form with no path) or not clean
+//     ("//send", "/send/../send": a 307 redirect to the clean path): 404,
+//     naming the clean path. The API's paths are fixed, so an unclean one is
+//     a client bug best seen at once, not followed as a redirect that
+//     resends the body and the key.
+func oddRequest(w http.ResponseWriter, r *http.Request) error {
+	if r.Method == http.MethodConnect {
+		w.Header().Set("Allow", allowedMethods)
+		return httpErrorf(http.StatusMethodNotAllowed, "method CONNECT not allowed: this node is not a proxy")
+	}
+	if r.RequestURI == "*" {
+		return httpErrorf(http.StatusBadRequest, `request target "*" names no endpoint`)
+	}
+	p := r.URL.EscapedPath()
+	if p == "" || p[0] != '/' {
+		return httpErrorf(http.StatusNotFound, "no such endpoint: %q (a path starts with /)", clip(p))
+	}
+	if c := cleanPath(p); c != p {
+		return httpErrorf(http.StatusNotFound, "no such endpoint: %s (not a clean path; did you mean %s?)", clip(p), clip(c))
+	}
+	return nil
+}
+
+// cleanPath is ServeMux's canonical form of a path: path.Clean, keeping a
+// trailing slash.
+func cleanPath(p string) string {
+	np := path.Clean(p)
+	if strings.HasSuffix(p, "/") && np != "/" {
+		np += "/"
+	}
+	return np
+}
+
+// clipBytes is how much of a client-supplied string goes into a log line
+// or an error answer.
+const clipBytes = 256
+
+// clip returns s cut to its first clipBytes bytes (on a UTF-8 boundary),
+// followed by a marker giving its whole length, e.g. "/aaaa…(1048576 bytes)".
+// Every client-supplied string logged or echoed goes through it.
+func clip(s string) string {
+	if len(s) <= clipBytes {
+		return s
+	}
+	i := clipBytes
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "…(" + strconv.Itoa(len(s)) + " bytes)"
+}
 
 // httpError is an error with the status it answers with.
 type httpError struct {
@@ -134,25 +206,31 @@ func (s *Server) endpoint(method string, needKey bool, h func(http.ResponseWrite
 		switch {
 		case method != "" && r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead):
 			w.Header().Set("Allow", method)
-			err = httpErrorf(http.StatusMethodNotAllowed, "method %s not allowed; use %s", r.Method, method)
+			err = httpErrorf(http.StatusMethodNotAllowed, "method %s not allowed; use %s", clip(r.Method), method)
 		case needKey && !s.authorized(r):
 			w.Header().Set("WWW-Authenticate", `Bearer realm="wsmesh"`)
 			err = httpErrorf(http.StatusUnauthorized, "missing or wrong API key (Authorization: Bearer <key>)")
 		default:
 			err = h(w, r)
 		}
-		if err == nil {
-			return
+		if err != nil {
+			s.answerError(w, r, err)
 		}
-		he := &httpError{}
-		if !errors.As(err, &he) {
-			he = &httpError{status: http.StatusInternalServerError, msg: "internal error"}
-			s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "remote", s.cfg.TrustedProxies.ClientAddr(r), "err", err)
-		} else {
-			s.log.Info("request refused", "method", r.Method, "path", r.URL.Path, "remote", s.cfg.TrustedProxies.ClientAddr(r), "status", he.status, "error", he.msg)
-		}
-		writeJSON(w, he.status, map[string]string{"error": he.msg})
 	})
+}
+
+// answerError answers err with its status and {"error": ...} and logs it:
+// an *httpError at Info ("request refused"), anything else as a 500 at
+// Error ("request failed", its text kept from the client).
+func (s *Server) answerError(w http.ResponseWriter, r *http.Request, err error) {
+	he := &httpError{}
+	if !errors.As(err, &he) {
+		he = &httpError{status: http.StatusInternalServerError, msg: "internal error"}
+		s.log.Error("request failed", "method", clip(r.Method), "path", clip(r.URL.Path), "remote", s.cfg.TrustedProxies.ClientAddr(r), "err", err)
+	} else {
+		s.log.Info("request refused", "method", clip(r.Method), "path", clip(r.URL.Path), "remote", s.cfg.TrustedProxies.ClientAddr(r), "status", he.status, "error", he.msg)
+	}
+	writeJSON(w, he.status, map[string]string{"error": he.msg})
 }
 
 // authorized checks "Authorization: Bearer <key>" against every key in
