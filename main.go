@@ -314,8 +314,8 @@ func (n *node) serve() error {
 	return nil
 }
 
-// shutdown stops accepting, lets in-flight requests answer (those still
-// waiting for their body get 503 at once), closes every session with 1012,
+// shutdown stops accepting, lets in-flight requests answer (those whose
+// body has not arrived within a second get 503), closes every session with 1012,
 // then leaves the cluster (peers see "left" at once).
 //
 // http.Server.Shutdown also waits for idle connections that never sent a
@@ -323,7 +323,9 @@ func (n *node) serve() error {
 // 1012 back. So sessions close once the in-flight requests are done, and the
 // connections still idle then are cut.
 func (n *node) shutdown(ctx context.Context) error {
-	n.api.CutBodyReads() // requests still waiting for their body answer 503 now
+	// Bodies still arriving get a moment to finish, then 503: a stalled one
+	// must not hold shutdown for its whole timeout.
+	n.api.CutBodyReads(min(time.Second, n.cfg.Node.ShutdownTimeout.D()/4))
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- n.srv.Shutdown(ctx) }()
 	tick := time.NewTicker(2 * time.Millisecond)

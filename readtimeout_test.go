@@ -41,8 +41,8 @@ func TestReadTimeoutDoesNotTouchWebSockets(t *testing.T) {
 }
 
 // A request whose body never comes held SIGTERM for the whole
-// shutdown_timeout ("shutdown cut short"). Now shutdown answers it 503 at
-// once and goes on.
+// shutdown_timeout ("shutdown cut short"). Now shutdown gives it a second
+// (a quarter of shutdown_timeout at most), answers it 503 and goes on.
 func TestShutdownNotHeldByStalledBody(t *testing.T) {
 	cfg := testConfig(t) // read_timeout 30 s: only shutdown can end the stall
 	cfg.Node.ShutdownTimeout = config.Duration(5 * time.Second)
@@ -57,7 +57,7 @@ func TestShutdownNotHeldByStalledBody(t *testing.T) {
 
 	start := time.Now()
 	tn.stop(t)
-	if took := time.Since(start); took > 2*time.Second {
+	if took := time.Since(start); took > 3*time.Second {
 		t.Errorf("shutdown took %s with a stalled body, want far less than shutdown_timeout (5s)", took)
 	}
 	_ = nc.SetReadDeadline(time.Now().Add(waitLimit))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -440,6 +441,20 @@ func (p *peer) receiveLoop() {
 	}
 }
 
+// handleItemRecovered handles one item of the peer's batch. A panic in it
+// (a bug, in the cluster or in the relay handler) is logged with its stack
+// and the item gets no reply; the link and the process go on.
+func (p *peer) handleItemRecovered(kind byte, payload []byte) (reply []byte) {
+	defer func() {
+		if v := recover(); v != nil {
+			p.c.log.Error("handling a batch item panicked: item dropped", "peer", p.name, "kind", kind,
+				"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			reply = nil
+		}
+	}()
+	return p.c.handleItem(p, kind, payload)
+}
+
 func (p *peer) receive(msg []byte) {
 	r := wire.NewReader(msg[1:])
 	_ = r.String() // from: already routed here
@@ -466,7 +481,7 @@ func (p *peer) receive(msg []byte) {
 			p.c.log.Warn("malformed batch item", "peer", p.name, "err", r.Err())
 			break
 		}
-		replies[i] = p.c.handleItem(p, kind, payload)
+		replies[i] = p.handleItemRecovered(kind, payload)
 	}
 	p.mu.Lock()
 	node := p.node

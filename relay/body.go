@@ -14,40 +14,49 @@ import (
 )
 
 // bodyReads are the request bodies being read, each by its request's
-// ResponseController, so that shutdown can cut them (CutBodyReads).
+// ResponseController, so that shutdown can bound them (CutBodyReads).
 type bodyReads struct {
-	mu   sync.Mutex
-	cut  bool // CutBodyReads was called: no more reads
-	live map[*http.ResponseController]struct{}
+	mu       sync.Mutex
+	cut      bool      // CutBodyReads was called
+	deadline time.Time // when cut: every body must have arrived by then
+	live     map[*http.ResponseController]struct{}
 }
 
-// errShuttingDown answers a body read that shutdown cut or that started after.
+// errShuttingDown answers a body read that did not end by the deadline
+// shutdown set.
 var errShuttingDown = &httpError{status: http.StatusServiceUnavailable, msg: "node shutting down: request body not received in time"}
 
-// CutBodyReads is called when shutdown begins. It sets the read deadline of
-// every request body being read to now, so each read ends at once and its
-// request is answered 503; a body read that starts later fails at once the
-// same way. It does not block, and it is safe to call twice.
-func (s *Server) CutBodyReads() {
+// CutBodyReads is called when shutdown begins. Every request body being
+// read, or whose read starts later, must then arrive within grace: its read
+// deadline is set to now+grace, and a read that passes it answers 503. A
+// body on its way (the rest of a request already being handled) still
+// makes it; a stalled one no longer holds shutdown for its whole timeout.
+// It does not block, and it is safe to call twice: the first deadline stays.
+func (s *Server) CutBodyReads(grace time.Duration) {
 	s.reads.mu.Lock()
 	defer s.reads.mu.Unlock()
-	s.reads.cut = true
-	now := time.Now()
+	if s.reads.cut {
+		return
+	}
+	s.reads.cut, s.reads.deadline = true, time.Now().Add(grace)
 	for rc := range s.reads.live {
-		_ = rc.SetReadDeadline(now) // ErrNotSupported: not a connection (tests' recorders)
+		_ = rc.SetReadDeadline(s.reads.deadline) // ErrNotSupported: not a connection (tests' recorders)
 	}
 }
 
 // readBody reads r's whole body, at most Config.MaxBodyBytes (413 above).
-// A read cut by the server's ReadTimeout answers 408, one cut by
-// CutBodyReads 503.
+// A read cut by the server's ReadTimeout answers 408, one past the
+// deadline CutBodyReads set 503.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	rc := http.NewResponseController(w)
 	s.reads.mu.Lock()
 	if s.reads.cut {
-		s.reads.mu.Unlock()
-		w.Header().Set("Connection", "close")
-		return nil, errShuttingDown
+		if !time.Now().Before(s.reads.deadline) {
+			s.reads.mu.Unlock()
+			w.Header().Set("Connection", "close")
+			return nil, errShuttingDown
+		}
+		_ = rc.SetReadDeadline(s.reads.deadline)
 	}
 	if s.reads.live == nil {
 		s.reads.live = map[*http.ResponseController]struct{}{}

@@ -343,8 +343,8 @@ func TestCutBodyReads(t *testing.T) {
 	waitUntil(t, "three body reads in progress", func() bool { return s.liveBodyReads() == 3 })
 
 	start := time.Now()
-	s.CutBodyReads()
-	s.CutBodyReads() // safe twice
+	s.CutBodyReads(0)
+	s.CutBodyReads(time.Hour) // safe twice: the first deadline stays
 	for _, c := range conns {
 		msg := jsonError(t, readAnswer(t, c), http.StatusServiceUnavailable)
 		if want := "node shutting down: request body not received in time"; msg != want {
@@ -357,7 +357,7 @@ func TestCutBodyReads(t *testing.T) {
 	if n := s.liveBodyReads(); n != 0 {
 		t.Fatalf("%d body reads still registered", n)
 	}
-	// A body read that starts after the cut fails at once, whole body or not.
+	// A body read that starts after the deadline fails at once, whole body or not.
 	jsonError(t, rawRequest(t, addr, stalledSend), http.StatusServiceUnavailable)
 	code, out := post(t, s, `{"users":["a"],"data":1}`)
 	if code != http.StatusServiceUnavailable {

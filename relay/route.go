@@ -3,6 +3,8 @@ package relay
 import (
 	"context"
 	"errors"
+	"fmt"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -34,6 +36,17 @@ func (s *Server) route(ctx context.Context, users []string, device string, frame
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer func() { // a bug here must not take the process down
+				if v := recover(); v != nil {
+					s.log.Error("forwarding panicked: its users answered error", "node", node,
+						"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+					mu.Lock()
+					for _, i := range idx {
+						out[i] = append(out[i], Result{User: users[i], Node: node, Status: StatusError, Error: "internal error"})
+					}
+					mu.Unlock()
+				}
+			}()
 			res := s.forward(ctx, node, users, idx, device, frame)
 			mu.Lock()
 			for j, i := range idx {
