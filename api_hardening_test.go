@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"wsmesh/config"
+	"wsmesh/internal/testsupport"
+	"wsmesh/internal/testsupport/nodetest"
 )
 
 // TestHardeningBadBodiesDeliverNothing: bodies with case-folded or
@@ -18,9 +20,9 @@ import (
 // reach no client; the recipient's connection stays up and gets the next
 // valid message first.
 func TestHardeningBadBodiesDeliverNothing(t *testing.T) {
-	tn := startNode(t, testConfig(t))
-	c := tn.dial(t, tn.token(t, "u1", ""), dialOpts{})
-	waitFor(t, "session registered", func() bool { return tn.hub.Len() == 1 })
+	tn := nodetest.Start(t, nodetest.Config(t))
+	c := tn.Dial(t, tn.Token(t, "u1", ""), testsupport.DialOpts{})
+	testsupport.WaitFor(t, "session registered", func() bool { return tn.Hub().Len() == 1 })
 
 	cases := []struct{ name, body, err string }{
 		{"case-folded fields", `{"USERS":["u1"],"Data":1}`,
@@ -33,7 +35,7 @@ func TestHardeningBadBodiesDeliverNothing(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			code, out, hdr := tn.api(t, http.MethodPost, "/send", tc.body)
+			code, out, hdr := tn.API(t, http.MethodPost, "/send", tc.body)
 			if code != http.StatusBadRequest || out["error"] != tc.err {
 				t.Fatalf("got %d %v, want 400 %q", code, out, tc.err)
 			}
@@ -42,29 +44,29 @@ func TestHardeningBadBodiesDeliverNothing(t *testing.T) {
 			}
 		})
 	}
-	out := tn.send(t, `{"users":["u1"],"data":"€ after"}`)
+	out := tn.Send(t, `{"users":["u1"],"data":"€ after"}`)
 	if out["delivered"] != 1.0 {
 		t.Fatalf("valid send after the refused ones: %v", out)
 	}
-	if f := c.next(t); f["data"] != "€ after" {
+	if f := c.Next(t); f["data"] != "€ after" {
 		t.Fatalf("client got %v first, want the only valid message", f)
 	}
 	select {
-	case <-c.closed:
-		t.Fatalf("connection closed (code %d, %q)", c.code, c.reason)
+	case <-c.Closed():
+		t.Fatalf("connection closed (code %d, %q)", c.Code, c.Reason)
 	default:
 	}
 }
 
 // rawHTTP writes req on a new connection to tn and reads the answer.
-func rawHTTP(t *testing.T, tn *testNode, req string) (*http.Response, []byte) {
+func rawHTTP(t *testing.T, tn *nodetest.Node, req string) (*http.Response, []byte) {
 	t.Helper()
-	conn, err := net.DialTimeout("tcp", tn.Addr(), waitLimit)
+	conn, err := net.DialTimeout("tcp", tn.Addr(), testsupport.WaitLimit)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	if err := conn.SetDeadline(time.Now().Add(waitLimit)); err != nil {
+	if err := conn.SetDeadline(time.Now().Add(testsupport.WaitLimit)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := io.WriteString(conn, req); err != nil {
@@ -85,8 +87,8 @@ func rawHTTP(t *testing.T, tn *testNode, req string) (*http.Response, []byte) {
 // TestHardeningRawRequests: requests that ServeMux would answer itself in
 // plain text, or with a redirect, get a JSON error from the node.
 func TestHardeningRawRequests(t *testing.T) {
-	tn := startNode(t, testConfig(t))
-	auth := "Authorization: Bearer " + testAPIKey + "\r\n"
+	tn := nodetest.Start(t, nodetest.Config(t))
+	auth := "Authorization: Bearer " + testsupport.APIKey + "\r\n"
 	long := "/" + strings.Repeat("a", 1<<20-1)
 	cases := []struct {
 		name, req string
@@ -132,16 +134,16 @@ func TestHardeningRawRequests(t *testing.T) {
 // TestHardeningStalledBody: a /send whose body stops coming is answered 408
 // once http.read_timeout has passed, and delivers nothing.
 func TestHardeningStalledBody(t *testing.T) {
-	cfg := testConfig(t)
+	cfg := nodetest.Config(t)
 	const readTimeout = 300 * time.Millisecond
 	cfg.HTTP.ReadTimeout = config.Duration(readTimeout)
-	tn := startNode(t, cfg)
-	c := tn.dial(t, tn.token(t, "u1", ""), dialOpts{})
-	waitFor(t, "session registered", func() bool { return tn.hub.Len() == 1 })
+	tn := nodetest.Start(t, cfg)
+	c := tn.Dial(t, tn.Token(t, "u1", ""), testsupport.DialOpts{})
+	testsupport.WaitFor(t, "session registered", func() bool { return tn.Hub().Len() == 1 })
 
 	for _, part := range []string{"", `{"users":["u1"],"data":"stalled"`} {
 		start := time.Now()
-		resp, body := rawHTTP(t, tn, "POST /send HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+testAPIKey+
+		resp, body := rawHTTP(t, tn, "POST /send HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+testsupport.APIKey+
 			"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"+part)
 		took := time.Since(start)
 		var out struct {
@@ -156,8 +158,8 @@ func TestHardeningStalledBody(t *testing.T) {
 			t.Fatalf("answered after %s, before the %s read timeout", took, readTimeout)
 		}
 	}
-	tn.send(t, `{"users":["u1"],"data":"after"}`)
-	if f := c.next(t); f["data"] != "after" {
+	tn.Send(t, `{"users":["u1"],"data":"after"}`)
+	if f := c.Next(t); f["data"] != "after" {
 		t.Fatalf("client got %v first, want the only complete message", f)
 	}
 }

@@ -7,17 +7,20 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"wsmesh/internal/testsupport"
+	"wsmesh/internal/testsupport/nodetest"
 )
 
 func TestAPIErrors(t *testing.T) {
-	cfg := testConfig(t)
+	cfg := nodetest.Config(t)
 	cfg.HTTP.MaxBodyBytes = 2048
 	cfg.HTTP.MaxUsersPerSend = 3
-	tn := startNode(t, cfg)
-	c := tn.dial(t, tn.token(t, "u1", ""), dialOpts{})
-	waitFor(t, "session registered", func() bool { return tn.hub.Len() == 1 })
+	tn := nodetest.Start(t, cfg)
+	c := tn.Dial(t, tn.Token(t, "u1", ""), testsupport.DialOpts{})
+	testsupport.WaitFor(t, "session registered", func() bool { return tn.Hub().Len() == 1 })
 
-	key := "Bearer " + testAPIKey
+	key := "Bearer " + testsupport.APIKey
 	cases := []struct {
 		name, method, path, body, auth string
 		status                         int
@@ -27,7 +30,7 @@ func TestAPIErrors(t *testing.T) {
 		{"PUT /cluster", "PUT", "/cluster", "", key, 405, "use GET"},
 		{"no key", "POST", "/send", `{"users":["u1"],"data":1}`, "", 401, "API key"},
 		{"wrong key", "POST", "/send", `{"users":["u1"],"data":1}`, "Bearer nope", 401, "API key"},
-		{"wrong scheme", "POST", "/send", `{"users":["u1"],"data":1}`, "Basic " + testAPIKey, 401, "API key"},
+		{"wrong scheme", "POST", "/send", `{"users":["u1"],"data":1}`, "Basic " + testsupport.APIKey, 401, "API key"},
 		{"cluster no key", "GET", "/cluster", "", "", 401, "API key"},
 		{"malformed", "POST", "/send", `{"users":["u1"],"data":`, key, 400, "malformed JSON"},
 		{"empty body", "POST", "/send", ``, key, 400, "empty body"},
@@ -46,7 +49,7 @@ func TestAPIErrors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			code, out, hdr := tn.apiKey(t, tc.method, tc.path, tc.body, tc.auth)
+			code, out, hdr := tn.APIAuth(t, tc.method, tc.path, tc.body, tc.auth)
 			if code != tc.status {
 				t.Fatalf("status %d, want %d (%v)", code, tc.status, out)
 			}
@@ -63,24 +66,24 @@ func TestAPIErrors(t *testing.T) {
 		})
 	}
 	// Bad requests changed nothing: the client's first frame is the good one.
-	tn.send(t, `{"users":["u1"],"data":"first"}`)
-	if f := c.next(t); f["data"] != "first" {
+	tn.Send(t, `{"users":["u1"],"data":"first"}`)
+	if f := c.Next(t); f["data"] != "first" {
 		t.Fatalf("client got %v first, want the only valid message", f)
 	}
 }
 
 func TestHealthzAndCluster(t *testing.T) {
-	tn := startNode(t, testConfig(t))
-	code, out, _ := tn.apiKey(t, "GET", "/healthz", "", "")
+	tn := nodetest.Start(t, nodetest.Config(t))
+	code, out, _ := tn.APIAuth(t, "GET", "/healthz", "", "")
 	if code != 200 || out["status"] != "ok" {
 		t.Fatalf("healthz: %d %v", code, out)
 	}
-	tn.dial(t, tn.token(t, "a", ""), dialOpts{})
-	tn.dial(t, tn.token(t, "b", ""), dialOpts{})
+	tn.Dial(t, tn.Token(t, "a", ""), testsupport.DialOpts{})
+	tn.Dial(t, tn.Token(t, "b", ""), testsupport.DialOpts{})
 	// The hub counts a session when it registers it; the cluster table, which
 	// /cluster reads, a moment later.
-	waitFor(t, "two sessions in /cluster", func() bool {
-		code, out, _ = tn.api(t, "GET", "/cluster", "")
+	testsupport.WaitFor(t, "two sessions in /cluster", func() bool {
+		code, out, _ = tn.API(t, "GET", "/cluster", "")
 		ms, _ := out["members"].([]any)
 		return code == 200 && len(ms) > 0 && ms[0].(map[string]any)["sessions"] == 2.0
 	})
@@ -95,9 +98,9 @@ func TestHealthzAndCluster(t *testing.T) {
 }
 
 func TestShutdownAnswersInFlightSend(t *testing.T) {
-	tn := startNode(t, testConfig(t))
-	c := tn.dial(t, tn.token(t, "f", ""), dialOpts{})
-	waitFor(t, "session registered", func() bool { return tn.hub.Len() == 1 })
+	tn := nodetest.Start(t, nodetest.Config(t))
+	c := tn.Dial(t, tn.Token(t, "f", ""), testsupport.DialOpts{})
+	testsupport.WaitFor(t, "session registered", func() bool { return tn.Hub().Len() == 1 })
 
 	body := `{"users":["f"],"data":"in flight"}`
 	conn, err := net.Dial("tcp", tn.Addr())
@@ -105,14 +108,14 @@ func TestShutdownAnswersInFlightSend(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	fmt.Fprintf(conn, "POST /send HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s", testAPIKey, len(body), body[:10])
+	fmt.Fprintf(conn, "POST /send HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s", testsupport.APIKey, len(body), body[:10])
 	// Requests whose headers the server has not read when shutdown starts
 	// are not in flight (net/http drops them); wait until this one is.
-	waitFor(t, "request in the handler", func() bool { return tn.inFlight.Load() == 1 })
+	testsupport.WaitFor(t, "request in the handler", func() bool { return tn.InFlight() == 1 })
 
 	stopped := make(chan struct{})
-	go func() { tn.stop(t); close(stopped) }()
-	waitFor(t, "listener closed", func() bool {
+	go func() { tn.Stop(t); close(stopped) }()
+	testsupport.WaitFor(t, "listener closed", func() bool {
 		c, err := net.Dial("tcp", tn.Addr())
 		if err == nil {
 			c.Close()
@@ -130,25 +133,25 @@ func TestShutdownAnswersInFlightSend(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("in-flight /send: %d", resp.StatusCode)
 	}
-	if f := c.next(t); f["data"] != "in flight" {
+	if f := c.Next(t); f["data"] != "in flight" {
 		t.Fatalf("client got %v", f)
 	}
-	if code, _ := c.waitClose(t); code != 1012 {
+	if code, _ := c.WaitClose(t); code != 1012 {
 		t.Fatalf("close %d, want 1012 after the in-flight message", code)
 	}
 	<-stopped
 }
 
 func TestMetrics(t *testing.T) {
-	tn := startNode(t, testConfig(t))
-	tn.dial(t, tn.token(t, "m", ""), dialOpts{})
-	waitFor(t, "session registered", func() bool { return tn.hub.Len() == 1 })
-	tn.send(t, `{"users":["m","nobody"],"data":1}`)
+	tn := nodetest.Start(t, nodetest.Config(t))
+	tn.Dial(t, tn.Token(t, "m", ""), testsupport.DialOpts{})
+	testsupport.WaitFor(t, "session registered", func() bool { return tn.Hub().Len() == 1 })
+	tn.Send(t, `{"users":["m","nobody"],"data":1}`)
 
-	if code, _, _ := tn.apiKey(t, "GET", "/metrics", "", ""); code != http.StatusUnauthorized {
+	if code, _, _ := tn.APIAuth(t, "GET", "/metrics", "", ""); code != http.StatusUnauthorized {
 		t.Fatalf("/metrics without the API key: %d, want 401", code)
 	}
-	body := tn.metrics(t)
+	body := tn.Metrics(t)
 	for _, want := range []string{
 		"wsmesh_sessions 1",
 		"wsmesh_connections_total 1",
@@ -166,10 +169,10 @@ func TestMetrics(t *testing.T) {
 }
 
 func TestAdminProfiler(t *testing.T) {
-	cfg := testConfig(t)
+	cfg := nodetest.Config(t)
 	cfg.Admin.Listen = "127.0.0.1:0"
-	tn := startNode(t, cfg)
-	resp, err := http.Get("http://" + tn.adminLn.Addr().String() + "/debug/pprof/")
+	tn := nodetest.Start(t, cfg)
+	resp, err := http.Get("http://" + tn.AdminAddr() + "/debug/pprof/")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +180,7 @@ func TestAdminProfiler(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("/debug/pprof/ on admin.listen: %d", resp.StatusCode)
 	}
-	if code, _, _ := tn.apiKey(t, "GET", "/debug/pprof/", "", "Bearer "+testAPIKey); code != http.StatusNotFound {
+	if code, _, _ := tn.APIAuth(t, "GET", "/debug/pprof/", "", "Bearer "+testsupport.APIKey); code != http.StatusNotFound {
 		t.Fatalf("profiler on the API listener: %d, want 404", code)
 	}
 }

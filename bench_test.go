@@ -29,6 +29,8 @@ import (
 	"github.com/lxzan/gws"
 
 	"wsmesh/internal/counter"
+	"wsmesh/internal/testsupport"
+	"wsmesh/internal/testsupport/nodetest"
 	"wsmesh/session"
 )
 
@@ -99,7 +101,7 @@ func (p *benchConns) closeAll(tb testing.TB) {
 	}
 }
 
-// quietTB keeps a node started with startNode from logging every session
+// quietTB keeps a node started with nodetest.Start from logging every session
 // and send through testing's log: benchmark output is always printed, and
 // the timed loop would pay for it. Warnings and errors still get through.
 type quietTB struct{ testing.TB }
@@ -121,11 +123,11 @@ func (q quietTB) Logf(format string, args ...any) {
 // the node close them as slow consumers.
 func BenchmarkSend1000Users(b *testing.B) {
 	const users = 1000
-	cfg := testConfig(b)
+	cfg := nodetest.Config(b)
 	cfg.Session.SendQueue = 4096
 	cfg.HTTP.MaxUsersPerSend = users
 	cfg.Cluster.Bind = "127.0.0.1:0" // gossip on a free port, not the default 7946
-	tn := startNode(quietTB{b}, cfg)
+	tn := nodetest.Start(quietTB{b}, cfg)
 
 	msgs := counter.New()
 	handler := &benchClient{msgs: msgs}
@@ -133,11 +135,11 @@ func BenchmarkSend1000Users(b *testing.B) {
 	b.Cleanup(func() { clients.closeAll(b) })
 	d := &net.Dialer{Timeout: 5 * time.Second}
 	for i := range users {
-		if err := clients.dial(d, tn.Addr(), tn.token(b, "u"+strconv.Itoa(i), ""), handler); err != nil {
+		if err := clients.dial(d, tn.Addr(), tn.Token(b, "u"+strconv.Itoa(i), ""), handler); err != nil {
 			b.Fatalf("dial client %d: %v", i, err)
 		}
 	}
-	waitFor(b, "1000 sessions", func() bool { return tn.hub.Len() == users })
+	testsupport.WaitFor(b, "1000 sessions", func() bool { return tn.Hub().Len() == users })
 
 	tr := &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true}
 	client := &http.Client{Transport: tr, Timeout: benchDeadline}
@@ -149,7 +151,7 @@ func BenchmarkSend1000Users(b *testing.B) {
 		if err != nil {
 			return err
 		}
-		req.Header.Set("Authorization", "Bearer "+testAPIKey)
+		req.Header.Set("Authorization", "Bearer "+testsupport.APIKey)
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := client.Do(req)
 		if err != nil {
@@ -258,8 +260,8 @@ listen = "127.0.0.1:0"
 [cluster]
 bind = "127.0.0.1:0"
 [auth]
-jwt_secret = "` + testSecret + `"
-api_keys = ["` + testAPIKey + `"]
+jwt_secret = "` + testsupport.Secret + `"
+api_keys = ["` + testsupport.APIKey + `"]
 [log]
 level = "info"
 format = "json"
@@ -277,7 +279,7 @@ format = "json"
 		if err != nil {
 			b.Fatal(err)
 		}
-		req.Header.Set("Authorization", "Bearer "+testAPIKey)
+		req.Header.Set("Authorization", "Bearer "+testsupport.APIKey)
 		resp, err := hc.Do(req)
 		if err != nil {
 			b.Fatalf("GET /cluster: %v", err)
@@ -299,7 +301,7 @@ format = "json"
 	}
 	idle := procStatus(b, node.cmd.Process.Pid)
 
-	auth, err := session.NewAuthenticator([]byte(testSecret))
+	auth, err := session.NewAuthenticator([]byte(testsupport.Secret))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -451,8 +453,8 @@ func startBenchProcess(tb testing.TB, bin, cfgPath string) *benchProcess {
 	case p.addr = <-serving:
 	case <-p.done:
 		tb.Fatalf("node process exited before serving: %v", p.exitErr)
-	case <-time.After(waitLimit):
-		tb.Fatalf("node process did not log that it serves within %s", waitLimit)
+	case <-time.After(testsupport.WaitLimit):
+		tb.Fatalf("node process did not log that it serves within %s", testsupport.WaitLimit)
 	}
 	return p
 }

@@ -14,6 +14,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"wsmesh/internal/testsupport"
+	"wsmesh/internal/testsupport/nodetest"
 )
 
 // The browser test drives web/index.html (the demo page, served by the
@@ -24,7 +27,7 @@ import (
 const e2eDir = "web/e2e"
 
 // requirePlaywright checks that `npm ci` ran in web/e2e: missing, it fails
-// the test on CI and skips it elsewhere, like requireTool.
+// the test on CI and skips it elsewhere, like testsupport.RequireTool.
 func requirePlaywright(tb testing.TB) {
 	tb.Helper()
 	if _, err := os.Stat(filepath.Join(e2eDir, "node_modules", "playwright-core", "package.json")); err == nil {
@@ -64,7 +67,7 @@ type browser struct {
 // then SIGKILL.
 func startBrowser(t *testing.T, nodeBin, chromium string) *browser {
 	t.Helper()
-	lw := &tlogWriter{tb: t}
+	lw := testsupport.NewLogWriter(t) // quiet once the cleanup below has run
 	cmd := exec.Command(nodeBin, "browser.mjs")
 	cmd.Dir = e2eDir
 	cmd.Env = append(os.Environ(), "WSMESH_CHROMIUM="+chromium, "WSMESH_E2E_PROFILE="+t.TempDir())
@@ -132,9 +135,6 @@ func startBrowser(t *testing.T, nodeBin, chromium string) *browser {
 				}
 			}
 		}
-		lw.mu.Lock()
-		lw.done = true
-		lw.mu.Unlock()
 	})
 	ready := b.waitEvent(t, "the browser to start", 30*time.Second, func(m map[string]any) bool { return m["event"] == "ready" })
 	t.Logf("Chromium %v up", ready.m["version"])
@@ -159,7 +159,7 @@ func (p prefixWriter) Write(b []byte) (int, error) {
 func (b *browser) do(t *testing.T, cmd string, args map[string]any) map[string]any {
 	t.Helper()
 	b.nextID++
-	msg := map[string]any{"timeout": waitLimit.Milliseconds()}
+	msg := map[string]any{"timeout": testsupport.WaitLimit.Milliseconds()}
 	for k, v := range args {
 		msg[k] = v
 	}
@@ -182,8 +182,8 @@ func (b *browser) do(t *testing.T, cmd string, args map[string]any) map[string]a
 		return r
 	case err := <-b.exited:
 		t.Fatalf("browser driver exited during %s: %v", cmd, err)
-	case <-time.After(waitLimit + 5*time.Second):
-		t.Fatalf("browser %s: no answer within %s", cmd, waitLimit+5*time.Second)
+	case <-time.After(testsupport.WaitLimit + 5*time.Second):
+		t.Fatalf("browser %s: no answer within %s", cmd, testsupport.WaitLimit+5*time.Second)
 	}
 	return nil
 }
@@ -249,13 +249,13 @@ func shownNode(st map[string]any) string {
 
 // sessionOwner asks every node in nodes for GET /cluster until all agree
 // that the cluster holds exactly one session, and returns the node holding it.
-func sessionOwner(t *testing.T, nodes []*testNode) *testNode {
+func sessionOwner(t *testing.T, nodes []*nodetest.Node) *nodetest.Node {
 	t.Helper()
 	var owner string
-	waitFor(t, "every node's /cluster to show exactly one session, on the same node", func() bool {
+	testsupport.WaitFor(t, "every node's /cluster to show exactly one session, on the same node", func() bool {
 		owner = ""
 		for _, n := range nodes {
-			code, out, _ := n.api(t, http.MethodGet, "/cluster", "")
+			code, out, _ := n.API(t, http.MethodGet, "/cluster", "")
 			if code != http.StatusOK || out["table_size"] != 1.0 {
 				return false
 			}
@@ -274,7 +274,7 @@ func sessionOwner(t *testing.T, nodes []*testNode) *testNode {
 		return true
 	})
 	for _, n := range nodes {
-		if n.cfg.Node.Name == owner {
+		if n.Cfg.Node.Name == owner {
 			return n
 		}
 	}
@@ -299,11 +299,11 @@ func sessionOwner(t *testing.T, nodes []*testNode) *testNode {
 //	    SIGTERM: the page gets 1012, reconnects at once to another node, and a
 //	    /send reaches it.
 func TestBrowserClient(t *testing.T) {
-	chromium := requireTool(t, "chromium", "chromium")
-	nodeBin := requireTool(t, "node", "nodejs")
+	chromium := testsupport.RequireTool(t, "chromium", "chromium")
+	nodeBin := testsupport.RequireTool(t, "node", "nodejs")
 	requirePlaywright(t)
 	t.Run("nginx", func(t *testing.T) {
-		requireTool(t, "nginx", "nginx")
+		testsupport.RequireTool(t, "nginx", "nginx")
 		nodes := browserCluster(t)
 		ng := startNginx(t, []string{nodes[0].Addr(), nodes[1].Addr(), nodes[2].Addr()}, nginxOpts{})
 		// The page's default node is its own host: nginx.
@@ -323,10 +323,10 @@ func TestBrowserClient(t *testing.T) {
 }
 
 // browserCluster is three nodes serving the demo page.
-func browserCluster(t *testing.T) []*testNode {
-	return newTestCluster(t, 3, func(i int, h *testConfigHooks) {
-		h.cfg.HTTP.Demo = "on"
-		h.cfg.Log.Level = "info"
+func browserCluster(t *testing.T) []*nodetest.Node {
+	return nodetest.StartCluster(t, 3, func(i int, s *nodetest.Setup) {
+		s.Cfg.HTTP.Demo = "on"
+		s.Cfg.Log.Level = "info"
 	})
 }
 
@@ -334,7 +334,7 @@ func browserCluster(t *testing.T) []*testNode {
 // pageURL with ?nodes=nodeList ("": the page's default, its own host).
 // proxy is the address the page connects through ("": it connects to the
 // nodes directly and shows which one it is on).
-func browserScenario(t *testing.T, nodeBin, chromium string, nodes []*testNode, pageURL, nodeList, proxy string) {
+func browserScenario(t *testing.T, nodeBin, chromium string, nodes []*nodetest.Node, pageURL, nodeList, proxy string) {
 	query := func(token string) string {
 		v := url.Values{}
 		if nodeList != "" {
@@ -346,14 +346,14 @@ func browserScenario(t *testing.T, nodeBin, chromium string, nodes []*testNode, 
 		return pageURL + "?" + v.Encode()
 	}
 	// shows checks the node the page says it is on: the proxy, or the node.
-	shows := func(step, shown string, n *testNode) {
+	shows := func(step, shown string, n *nodetest.Node) {
 		t.Helper()
 		want := n.Addr()
 		if proxy != "" {
 			want = proxy
 		}
 		if shown != want {
-			t.Fatalf("%s the page says it is connected to %q, want %s (/cluster: %s on %s)", step, shown, want, n.cfg.Node.Name, n.Addr())
+			t.Fatalf("%s the page says it is connected to %q, want %s (/cluster: %s on %s)", step, shown, want, n.Cfg.Node.Name, n.Addr())
 		}
 	}
 	t.Logf("page at %s; nodes %s %s %s", pageURL, nodes[0].Addr(), nodes[1].Addr(), nodes[2].Addr())
@@ -371,19 +371,19 @@ func browserScenario(t *testing.T, nodeBin, chromium string, nodes []*testNode, 
 	if !strings.Contains(fmt.Sprint(st["detail"]), "token malformed") {
 		t.Errorf("(0) the unauthorized page says %q, want the server's reason (token malformed)", st["detail"])
 	}
-	b.waitEvent(t, "the page to report close 4001 without reconnect", waitLimit, func(m map[string]any) bool {
+	b.waitEvent(t, "the page to report close 4001 without reconnect", testsupport.WaitLimit, func(m map[string]any) bool {
 		return pageKind(m) == "close" && m["code"] == 4001.0 && m["reconnect"] == false
 	})
 
 	// (a) Paste a good token into the form, press Connect.
-	tok := nodes[0].token(t, "42", "web")
+	tok := nodes[0].Token(t, "42", "web")
 	connectAt := time.Now()
 	b.do(t, "connect", map[string]any{"token": tok})
 	st = b.do(t, "waitState", map[string]any{"state": "open"})
 	t.Logf("(a) page open %s after pressing Connect, showing %q", time.Since(connectAt).Round(time.Millisecond), st["node"])
 	owner := sessionOwner(t, nodes)
 	shows("(a)", shownNode(st), owner)
-	var sender *testNode
+	var sender *nodetest.Node
 	for _, n := range nodes {
 		if n != owner {
 			sender = n
@@ -391,20 +391,20 @@ func browserScenario(t *testing.T, nodeBin, chromium string, nodes []*testNode, 
 		}
 	}
 	sentAt := time.Now()
-	out := sender.send(t, `{"users":["42"],"data":{"hello":"browser","step":"a"}}`)
+	out := sender.Send(t, `{"users":["42"],"data":{"hello":"browser","step":"a"}}`)
 	if out["delivered"] != 1.0 {
-		t.Fatalf("(a) send on %s: %v", sender.cfg.Node.Name, out)
+		t.Fatalf("(a) send on %s: %v", sender.Cfg.Node.Name, out)
 	}
-	if res := out["results"].([]any)[0].(map[string]any); res["node"] != owner.cfg.Node.Name || res["device"] != "web" {
-		t.Fatalf("(a) send result %v, want delivered by %s", res, owner.cfg.Node.Name)
+	if res := out["results"].([]any)[0].(map[string]any); res["node"] != owner.Cfg.Node.Name || res["device"] != "web" {
+		t.Fatalf("(a) send result %v, want delivered by %s", res, owner.Cfg.Node.Name)
 	}
 	id := fmt.Sprint(out["id"])
 	msg := b.do(t, "waitMessage", map[string]any{"id": id})
-	t.Logf("(a) page on %s; /send on %s shown %s later: %q", owner.cfg.Node.Name, sender.cfg.Node.Name, time.Since(sentAt).Round(time.Millisecond), msg["text"])
+	t.Logf("(a) page on %s; /send on %s shown %s later: %q", owner.Cfg.Node.Name, sender.Cfg.Node.Name, time.Since(sentAt).Round(time.Millisecond), msg["text"])
 	if text := fmt.Sprint(msg["text"]); !strings.Contains(text, id) || !strings.Contains(text, `"hello": "browser"`) {
 		t.Fatalf("(a) the page shows %q for message %s", text, id)
 	}
-	out2 := owner.send(t, `{"users":["42"],"data":"second, through the owner"}`)
+	out2 := owner.Send(t, `{"users":["42"],"data":"second, through the owner"}`)
 	b.do(t, "waitMessage", map[string]any{"id": out2["id"]})
 	shotDir := t.TempDir()
 	if d := os.Getenv("WSMESH_SCREENSHOT_DIR"); d != "" { // to keep them: the temp dir goes with the test
@@ -419,7 +419,7 @@ func browserScenario(t *testing.T, nodeBin, chromium string, nodes []*testNode, 
 	t.Logf("(a) screenshot: %s", shot)
 
 	// (b) The same user and device log in on another node: the page is evicted.
-	var other *testNode
+	var other *nodetest.Node
 	for _, n := range nodes {
 		if n != owner && n != sender {
 			other = n
@@ -427,10 +427,10 @@ func browserScenario(t *testing.T, nodeBin, chromium string, nodes []*testNode, 
 	}
 	b.drain()
 	loginAt := time.Now()
-	goClient := other.dial(t, other.token(t, "42", "web"), dialOpts{})
+	goClient := other.Dial(t, other.Token(t, "42", "web"), testsupport.DialOpts{})
 	st = b.do(t, "waitState", map[string]any{"state": "evicted"})
-	t.Logf("(b) page shows evicted %s after the login on %s: %q", time.Since(loginAt).Round(time.Millisecond), other.cfg.Node.Name, st["detail"])
-	b.waitEvent(t, "the page to report close 4000 without reconnect", waitLimit, func(m map[string]any) bool {
+	t.Logf("(b) page shows evicted %s after the login on %s: %q", time.Since(loginAt).Round(time.Millisecond), other.Cfg.Node.Name, st["detail"])
+	b.waitEvent(t, "the page to report close 4000 without reconnect", testsupport.WaitLimit, func(m map[string]any) bool {
 		return pageKind(m) == "close" && m["code"] == 4000.0 && m["reconnect"] == false
 	})
 	// A page that reconnected would evict the Go client in turn. The client
@@ -438,8 +438,8 @@ func browserScenario(t *testing.T, nodeBin, chromium string, nodes []*testNode, 
 	const quiet = 2 * time.Second
 	quietTimer := time.NewTimer(quiet)
 	select {
-	case <-goClient.closed:
-		t.Fatalf("(b) the newer login was closed (code %d %q): the evicted page reconnected", goClient.code, goClient.reason)
+	case <-goClient.Closed():
+		t.Fatalf("(b) the newer login was closed (code %d %q): the evicted page reconnected", goClient.Code, goClient.Reason)
 	case <-quietTimer.C:
 	}
 	for _, ev := range b.drain() {
@@ -460,13 +460,13 @@ func browserScenario(t *testing.T, nodeBin, chromium string, nodes []*testNode, 
 	b.do(t, "goto", map[string]any{"url": query(tok)})
 	st = b.do(t, "waitState", map[string]any{"state": "open"})
 	t.Logf("(c) reloaded page open %s after the load began", time.Since(reloadAt).Round(time.Millisecond))
-	if code, reason := goClient.waitClose(t); code != 4000 {
+	if code, reason := goClient.WaitClose(t); code != 4000 {
 		t.Fatalf("(c) the Go client's session closed with %d %q, want 4000 (evicted by the page)", code, reason)
 	}
 	owner = sessionOwner(t, nodes)
 	shows("(c)", shownNode(st), owner)
-	t.Logf("(c) /cluster: the page's session is on %s; stopping it as SIGTERM would", owner.cfg.Node.Name)
-	var survivors []*testNode
+	t.Logf("(c) /cluster: the page's session is on %s; stopping it as SIGTERM would", owner.Cfg.Node.Name)
+	var survivors []*nodetest.Node
 	for _, n := range nodes {
 		if n != owner {
 			survivors = append(survivors, n)
@@ -474,27 +474,27 @@ func browserScenario(t *testing.T, nodeBin, chromium string, nodes []*testNode, 
 	}
 	b.drain()
 	stopAt := time.Now()
-	owner.stop(t)
+	owner.Stop(t)
 	stopTook := time.Since(stopAt)
-	closeEv := b.waitEvent(t, "the page to see 1012", waitLimit, func(m map[string]any) bool { return pageKind(m) == "close" })
+	closeEv := b.waitEvent(t, "the page to see 1012", testsupport.WaitLimit, func(m map[string]any) bool { return pageKind(m) == "close" })
 	if closeEv.m["code"] != 1012.0 || closeEv.m["reconnect"] != true {
 		t.Fatalf("(c) the page's socket closed with %s, want 1012 and a reconnect", closeEv)
 	}
 	if d, _ := closeEv.m["delay"].(float64); d > 500 {
 		t.Fatalf("(c) the page waits %vms before reconnecting after 1012, want at most restartJitter (500ms)", d)
 	}
-	openEv := b.waitEvent(t, "the page to reconnect", waitLimit, func(m map[string]any) bool { return pageKind(m) == "open" })
+	openEv := b.waitEvent(t, "the page to reconnect", testsupport.WaitLimit, func(m map[string]any) bool { return pageKind(m) == "open" })
 	newOwner := sessionOwner(t, survivors)
 	t.Logf("(c) %s stopped in %s; the page saw 1012 %s after the stop began, reconnected after %vms, was open on %s %s after the stop began",
-		owner.cfg.Node.Name, stopTook.Round(time.Millisecond), closeEv.at.Sub(stopAt).Round(time.Millisecond), closeEv.m["delay"],
-		newOwner.cfg.Node.Name, openEv.at.Sub(stopAt).Round(time.Millisecond))
+		owner.Cfg.Node.Name, stopTook.Round(time.Millisecond), closeEv.at.Sub(stopAt).Round(time.Millisecond), closeEv.m["delay"],
+		newOwner.Cfg.Node.Name, openEv.at.Sub(stopAt).Round(time.Millisecond))
 	shows("(c) after 1012:", fmt.Sprint(openEv.m["node"]), newOwner)
 	st = b.do(t, "waitState", map[string]any{"state": "open"})
 	shows("(c) after 1012:", shownNode(st), newOwner)
 
 	// Send through the surviving node that the page is not on: poll until
 	// its table knows the new session.
-	var via *testNode
+	var via *nodetest.Node
 	for _, n := range survivors {
 		if n != newOwner {
 			via = n
@@ -503,20 +503,20 @@ func browserScenario(t *testing.T, nodeBin, chromium string, nodes []*testNode, 
 	var delivered map[string]any
 	tries := 0
 	sendAt := time.Now()
-	pollUntil(t, "a /send on "+via.cfg.Node.Name+" to reach the reconnected page", waitLimit, func() bool {
+	testsupport.PollUntil(t, "a /send on "+via.Cfg.Node.Name+" to reach the reconnected page", testsupport.WaitLimit, func() bool {
 		tries++
-		out := via.send(t, fmt.Sprintf(`{"users":["42"],"data":{"step":"c","try":%d}}`, tries))
+		out := via.Send(t, fmt.Sprintf(`{"users":["42"],"data":{"step":"c","try":%d}}`, tries))
 		if out["delivered"] == 1.0 {
 			delivered = out
 			return true
 		}
 		return false
 	})
-	if res := delivered["results"].([]any)[0].(map[string]any); res["node"] != newOwner.cfg.Node.Name {
-		t.Fatalf("(c) delivered by %v, the page is on %s", res["node"], newOwner.cfg.Node.Name)
+	if res := delivered["results"].([]any)[0].(map[string]any); res["node"] != newOwner.Cfg.Node.Name {
+		t.Fatalf("(c) delivered by %v, the page is on %s", res["node"], newOwner.Cfg.Node.Name)
 	}
 	msg = b.do(t, "waitMessage", map[string]any{"id": delivered["id"]})
-	t.Logf("(c) /send on %s delivered on try %d, %s after the page's session was found; shown: %q", via.cfg.Node.Name, tries, time.Since(sendAt).Round(time.Millisecond), msg["text"])
+	t.Logf("(c) /send on %s delivered on try %d, %s after the page's session was found; shown: %q", via.Cfg.Node.Name, tries, time.Since(sendAt).Round(time.Millisecond), msg["text"])
 	shot2 := filepath.Join(shotDir, "demo-"+name+"-after-1012.png")
 	b.do(t, "screenshot", map[string]any{"path": shot2})
 	t.Logf("(c) screenshot: %s", shot2)
@@ -534,10 +534,10 @@ func TestBrowserDemoMounted(t *testing.T) {
 		{"auto", "127.0.0.1:0", true},
 		{"off", "127.0.0.1:0", false},
 	} {
-		cfg := testConfig(t)
+		cfg := nodetest.Config(t)
 		cfg.HTTP.Demo = tc.demo
 		cfg.HTTP.Listen = tc.listen
-		n := startNode(t, cfg)
+		n := nodetest.Start(t, cfg)
 		c := http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 		for path, want := range map[string]int{"/demo/": 200, "/demo/wsmesh.js": 200, "/demo?token=x": 301, "/demo/nope": 404} {
 			if !tc.served {
@@ -555,6 +555,6 @@ func TestBrowserDemoMounted(t *testing.T) {
 				t.Errorf("http.demo %q: GET %s: Location %q", tc.demo, path, resp.Header.Get("Location"))
 			}
 		}
-		n.stop(t)
+		n.Stop(t)
 	}
 }

@@ -1,18 +1,13 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
-	"time"
 
+	"wsmesh/internal/testsupport"
 	"wsmesh/session"
 )
 
@@ -26,7 +21,7 @@ func writeFile(t *testing.T, body string) string {
 }
 
 func TestCLI(t *testing.T) {
-	good := writeFile(t, "[auth]\njwt_secret = \""+testSecret+"\"\n")
+	good := writeFile(t, "[auth]\njwt_secret = \""+testsupport.Secret+"\"\n")
 	bad := writeFile(t, "[session]\nsend_qeue = 5\n")
 	cases := []struct {
 		name   string
@@ -63,13 +58,13 @@ func TestCLI(t *testing.T) {
 }
 
 func TestTokenCommand(t *testing.T) {
-	cfgPath := writeFile(t, "[auth]\njwt_secret = \""+testSecret+"\"\n")
+	cfgPath := writeFile(t, "[auth]\njwt_secret = \""+testsupport.Secret+"\"\n")
 	var out, errb bytes.Buffer
 	if code := run([]string{"token", "-user", "42", "-device", "app", "-ttl", "5m", "-config", cfgPath}, &out, &errb); code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	a, _ := session.NewAuthenticator([]byte(testSecret))
+	a, _ := session.NewAuthenticator([]byte(testsupport.Secret))
 	id, err := a.Verify(lines[len(lines)-1])
 	if err != nil || id.User != "42" || id.Device != "app" {
 		t.Fatalf("token on the last line: %v %+v", err, id)
@@ -80,134 +75,4 @@ func TestTokenCommand(t *testing.T) {
 	if code := run([]string{"token", "-user", "42"}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "jwt_secret") {
 		t.Fatalf("token with no config: exit %d, %s", code, errb.String())
 	}
-}
-
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// buildBinary builds wsmesh once per test run.
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "wsmesh-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "wsmesh")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = err
-			t.Logf("%s", out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("go build: %v", buildErr)
-	}
-	return binPath
-}
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
-	}
-	os.Exit(code)
-}
-
-// TestProcessSIGTERM runs the built binary, connects a client, sends
-// SIGTERM and expects 1012 for the client and exit status 0.
-func TestProcessSIGTERM(t *testing.T) {
-	bin := buildBinary(t)
-	cfgPath := writeFile(t, `
-[node]
-name = "p1"
-shutdown_timeout = "5s"
-[http]
-listen = "127.0.0.1:0"
-[cluster]
-bind = "127.0.0.1:0"
-[auth]
-jwt_secret = "`+testSecret+`"
-api_keys = ["`+testAPIKey+`"]
-[log]
-format = "json"
-`)
-	cmd := exec.Command(bin, "serve", "-config", cfgPath)
-	cmd.Env = os.Environ()
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	lines := make(chan map[string]any, 100)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			var m map[string]any
-			if json.Unmarshal(sc.Bytes(), &m) != nil {
-				t.Errorf("log line is not JSON: %q", sc.Text())
-				continue
-			}
-			select {
-			case lines <- m:
-			default:
-			}
-		}
-		exited <- cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	})
-	var addr string
-	for addr == "" {
-		select {
-		case m := <-lines:
-			if m["msg"] == "node serving" {
-				addr, _ = m["http"].(string)
-			}
-		case err := <-exited:
-			t.Fatalf("node exited before serving: %v", err)
-		case <-time.After(waitLimit):
-			t.Fatal("node did not log that it serves")
-		}
-	}
-	cfg := testConfig(t)
-	tn := &testNode{node: &node{ln: fixedAddr(addr)}, cfg: cfg}
-	c := tn.dial(t, tn.token(t, "proc", ""), dialOpts{})
-	// The node registers a session just after its 101 goes out.
-	waitFor(t, "the process to register the session", func() bool {
-		_, cl, _ := tn.api(t, "GET", "/cluster", "")
-		m, _ := cl["members"].([]any)
-		return len(m) > 0 && m[0].(map[string]any)["sessions"] == 1.0
-	})
-	if out := tn.send(t, `{"users":["proc"],"data":"hi"}`); out["delivered"] != 1.0 {
-		t.Fatalf("send to the process: %v", out)
-	}
-	c.next(t)
-
-	start := time.Now()
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if code, reason := c.waitClose(t); code != 1012 {
-		t.Fatalf("client closed with %d %q, want 1012", code, reason)
-	}
-	select {
-	case err := <-exited:
-		exited <- err // for the cleanup
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v, want status 0", err)
-		}
-	case <-time.After(waitLimit):
-		t.Fatal("process did not exit after SIGTERM")
-	}
-	t.Logf("SIGTERM to exit: %s", time.Since(start))
 }

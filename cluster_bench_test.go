@@ -26,6 +26,9 @@ import (
 	"github.com/lxzan/gws"
 
 	"wsmesh/internal/counter"
+	"wsmesh/internal/faultnet"
+	"wsmesh/internal/testsupport"
+	"wsmesh/internal/testsupport/nodetest"
 )
 
 // clusterBenchPercentile returns the p-th percentile (nearest rank) of
@@ -39,8 +42,8 @@ func clusterBenchPercentile(sorted []time.Duration, p float64) time.Duration {
 }
 
 // clusterBenchState returns the state in which n lists member name.
-func clusterBenchState(n *testNode, name string) string {
-	for _, m := range n.cluster.Members() {
+func clusterBenchState(n *nodetest.Node, name string) string {
+	for _, m := range n.Cluster().Members() {
 		if m.Name == name {
 			return m.State
 		}
@@ -79,13 +82,13 @@ func clusterBenchSpin(limit time.Duration, cond func() bool) bool {
 // The tight poll costs a processor: on a 2-core machine it slows the very
 // path it times, and the tail (p99, max) shows it.
 func BenchmarkConvergence(b *testing.B) {
-	nodes := newTestCluster(quietTB{b}, 3)
+	nodes := nodetest.StartCluster(quietTB{b}, 3)
 	t1, t3 := nodes[0], nodes[2]
 	users := make([]string, b.N)
 	tokens := make([]string, b.N)
 	for i := range b.N {
 		users[i] = "conv" + strconv.Itoa(i)
-		tokens[i] = t1.token(b, users[i], "")
+		tokens[i] = t1.Token(b, users[i], "")
 	}
 	lat := make([]time.Duration, 0, b.N)      // from the dial's return
 	fromDial := make([]time.Duration, 0, b.N) // from the dial's start
@@ -94,24 +97,24 @@ func BenchmarkConvergence(b *testing.B) {
 	b.ResetTimer()
 	for i, u := range users {
 		dial := time.Now()
-		c, _, err := t1.tryDial(tokens[i], dialOpts{})
+		c, _, err := t1.TryDial(tokens[i], testsupport.DialOpts{})
 		if err != nil {
 			b.Fatalf("dial %d: %v", i, err)
 		}
 		open := time.Now()
-		if slices.Contains(t3.cluster.Owners(u), "t1") {
+		if slices.Contains(t3.Cluster().Owners(u), "t1") {
 			early++
 		}
-		if !clusterBenchSpin(waitLimit, func() bool { return slices.Contains(t3.cluster.Owners(u), "t1") }) {
-			c.close()
-			b.Fatalf("user %s on t1 not in t3's table within %s", u, waitLimit)
+		if !clusterBenchSpin(testsupport.WaitLimit, func() bool { return slices.Contains(t3.Cluster().Owners(u), "t1") }) {
+			c.Close()
+			b.Fatalf("user %s on t1 not in t3's table within %s", u, testsupport.WaitLimit)
 		}
 		seen := time.Now()
 		lat = append(lat, seen.Sub(open))
 		fromDial = append(fromDial, seen.Sub(dial))
-		c.close()
+		c.Close()
 		// Not timed: poll gently, so as not to load the machine for the next op.
-		waitFor(b, u+" gone from t3's table", func() bool { return len(t3.cluster.Owners(u)) == 0 })
+		testsupport.WaitFor(b, u+" gone from t3's table", func() bool { return len(t3.Cluster().Owners(u)) == 0 })
 	}
 	b.StopTimer()
 	slices.Sort(lat)
@@ -184,17 +187,17 @@ func sentAtOf(frame []byte) (int64, bool) {
 //
 // Metrics: p50-us, p99-us and max-us of that latency, and sends/s.
 func BenchmarkCrossNodeLatency(b *testing.B) {
-	nodes := newTestCluster(quietTB{b}, 3)
+	nodes := nodetest.StartCluster(quietTB{b}, 3)
 	t1, t2 := nodes[0], nodes[1]
 
 	msgs := counter.New()
 	handler := &latencyClient{benchClient: benchClient{msgs: msgs}}
 	var clients benchConns
 	b.Cleanup(func() { clients.closeAll(b) })
-	if err := clients.dial(&net.Dialer{Timeout: 5 * time.Second}, t2.Addr(), t2.token(b, "lat", ""), handler); err != nil {
+	if err := clients.dial(&net.Dialer{Timeout: 5 * time.Second}, t2.Addr(), t2.Token(b, "lat", ""), handler); err != nil {
 		b.Fatalf("dial t2: %v", err)
 	}
-	waitRoutable(b, nodes, "lat", "t2")
+	nodetest.WaitRoutable(b, nodes, "lat", "t2")
 
 	const workers = 8
 	tr := &http.Transport{MaxIdleConnsPerHost: workers, DisableCompression: true}
@@ -208,7 +211,7 @@ func BenchmarkCrossNodeLatency(b *testing.B) {
 		if err != nil {
 			return err
 		}
-		req.Header.Set("Authorization", "Bearer "+testAPIKey)
+		req.Header.Set("Authorization", "Bearer "+testsupport.APIKey)
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := hc.Do(req)
 		if err != nil {
@@ -309,7 +312,7 @@ func BenchmarkCrossNodeLatency(b *testing.B) {
 }
 
 // BenchmarkKilledNodeOffline makes t3, which holds user v's session,
-// vanish without leaving (the fault net of faultnet_test.go cuts its
+// vanish without leaving (the fault net, internal/faultnet, cuts its
 // gossip, UDP and TCP, from everyone: to the others it looks like a
 // crashed host) and measures on t1:
 //   - offline-ms: how long a POST /send to v takes to answer "offline"
@@ -318,7 +321,7 @@ func BenchmarkCrossNodeLatency(b *testing.B) {
 //     as an owner of v, that is until memberlist declares t3 dead (the
 //     mean over the rounds; dead-max-ms the longest).
 //
-// Each round takes a fresh 3-node cluster (fastGossip timings); there are
+// Each round takes a fresh 3-node cluster (faultnet.FastGossip timings); there are
 // min(b.N, 3) rounds, and ns/op is the mean time to dead.
 func BenchmarkKilledNodeOffline(b *testing.B) {
 	b.StopTimer()
@@ -326,20 +329,20 @@ func BenchmarkKilledNodeOffline(b *testing.B) {
 	var offline, dead []time.Duration
 	tb := &cutOffTB{TB: b}
 	for r := range rounds {
-		fn := newFaultNet(uint64(r + 1))
-		nodes := newTestCluster(tb, 3, fn.option)
+		fn := faultnet.New(uint64(r + 1))
+		nodes := nodetest.StartCluster(tb, 3, nodetest.FaultNet(fn))
 		t1, t3 := nodes[0], nodes[2]
-		c, _, err := t3.tryDial(t3.token(b, "v", ""), dialOpts{})
+		c, _, err := t3.TryDial(t3.Token(b, "v", ""), testsupport.DialOpts{})
 		if err != nil {
 			b.Fatalf("dial t3: %v", err)
 		}
-		waitRoutable(b, nodes, "v", "t3")
+		nodetest.WaitRoutable(b, nodes, "v", "t3")
 		// Warm t1's keep-alive connection: time the cluster path, not a dial.
-		t1.send(b, `{"users":["nobody"],"data":0}`)
+		t1.Send(b, `{"users":["nobody"],"data":0}`)
 
-		fn.isolate("t3")
+		fn.Isolate("t3")
 		cut := time.Now()
-		out := t1.send(b, `{"users":["v"],"data":"anyone there?"}`)
+		out := t1.Send(b, `{"users":["v"],"data":"anyone there?"}`)
 		took := time.Since(cut)
 		if out["offline"] != 1.0 || out["delivered"] != 0.0 {
 			b.Fatalf("round %d: send to v on vanished t3: %v, want offline", r, out)
@@ -348,12 +351,12 @@ func BenchmarkKilledNodeOffline(b *testing.B) {
 			b.Errorf("round %d: send to v on vanished t3 took %s, want < 1s", r, took)
 		}
 		tick := time.NewTicker(time.Millisecond)
-		limit := time.NewTimer(waitLimit)
-		for slices.Contains(t1.cluster.Owners("v"), "t3") {
+		limit := time.NewTimer(testsupport.WaitLimit)
+		for slices.Contains(t1.Cluster().Owners("v"), "t3") {
 			select {
 			case <-tick.C:
 			case <-limit.C:
-				b.Fatalf("round %d: t1 still lists t3 as an owner of v %s after the cut (t1 sees t3 %s)", r, waitLimit, clusterBenchState(t1, "t3"))
+				b.Fatalf("round %d: t1 still lists t3 as an owner of v %s after the cut (t1 sees t3 %s)", r, testsupport.WaitLimit, clusterBenchState(t1, "t3"))
 			}
 		}
 		gone := time.Since(cut)
@@ -361,11 +364,11 @@ func BenchmarkKilledNodeOffline(b *testing.B) {
 		limit.Stop()
 		offline, dead = append(offline, took), append(dead, gone)
 		b.Logf("b.N=%d round %d: offline answer in %s; t3 gone from t1's table after %s (t1 sees t3 %s); fault net: %v",
-			b.N, r, took.Round(time.Microsecond), gone.Round(time.Millisecond), clusterBenchState(t1, "t3"), fn.snapshot())
+			b.N, r, took.Round(time.Microsecond), gone.Round(time.Millisecond), clusterBenchState(t1, "t3"), fn.Stats())
 
-		c.close()
+		c.Close()
 		for _, n := range nodes { // free the round's nodes now; their cleanups then do nothing
-			n.stop(b)
+			n.Stop(b)
 		}
 	}
 	if n := tb.dropped.Load(); n > 0 {

@@ -5,6 +5,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"wsmesh/internal/testsupport"
+	"wsmesh/internal/testsupport/nodetest"
 )
 
 // TestClusterEvictionRace: 100 logins of one user+device at once, spread
@@ -13,9 +16,9 @@ import (
 func TestClusterEvictionRace(t *testing.T) {
 	for _, single := range []bool{false, true} {
 		t.Run(fmt.Sprintf("single_device=%v", single), func(t *testing.T) {
-			nodes := newTestCluster(t, 3, func(i int, h *testConfigHooks) { h.cfg.Session.SingleDevice = single })
+			nodes := nodetest.StartCluster(t, 3, func(i int, s *nodetest.Setup) { s.Cfg.Session.SingleDevice = single })
 			const logins = 100
-			clients := make([]*wsClient, logins)
+			clients := make([]*testsupport.WSClient, logins)
 			var wg sync.WaitGroup
 			for i := range logins {
 				n := nodes[i%len(nodes)]
@@ -23,9 +26,9 @@ func TestClusterEvictionRace(t *testing.T) {
 				if single {
 					device = fmt.Sprint("dev", i%7) // other devices: still one session per user
 				}
-				tok := n.token(t, "racer", device)
+				tok := n.Token(t, "racer", device)
 				wg.Go(func() {
-					c, _, err := n.tryDial(tok, dialOpts{})
+					c, _, err := n.TryDial(tok, testsupport.DialOpts{})
 					if err != nil {
 						t.Errorf("dial %d: %v", i, err)
 						return
@@ -39,7 +42,7 @@ func TestClusterEvictionRace(t *testing.T) {
 			}
 			t.Cleanup(func() {
 				for _, c := range clients {
-					c.close()
+					c.Close()
 				}
 			})
 			start := time.Now()
@@ -47,17 +50,17 @@ func TestClusterEvictionRace(t *testing.T) {
 				n := 0
 				for _, c := range clients {
 					select {
-					case <-c.closed:
+					case <-c.Closed():
 					default:
 						n++
 					}
 				}
 				return n
 			}
-			waitFor(t, "one live session", func() bool {
+			testsupport.WaitFor(t, "one live session", func() bool {
 				sum := 0
 				for _, n := range nodes {
-					sum += n.hub.Len()
+					sum += n.Hub().Len()
 				}
 				return sum == 1 && live() == 1
 			})
@@ -68,11 +71,11 @@ func TestClusterEvictionRace(t *testing.T) {
 			}
 			for i, c := range clients {
 				select {
-				case <-c.closed:
-					if c.code != 4000 {
-						t.Errorf("client %d closed with %d %q, want 4000", i, c.code, c.reason)
+				case <-c.Closed():
+					if c.Code != 4000 {
+						t.Errorf("client %d closed with %d %q, want 4000", i, c.Code, c.Reason)
 					}
-					if f := c.next(t); f["type"] != "evicted" {
+					if f := c.Next(t); f["type"] != "evicted" {
 						t.Errorf("client %d got %v before 4000, want the evicted frame", i, f)
 					}
 				default:
@@ -81,19 +84,19 @@ func TestClusterEvictionRace(t *testing.T) {
 			// Every node routes the user to the survivor only.
 			var owner string
 			for _, n := range nodes {
-				if n.hub.Len() == 1 {
-					owner = n.cfg.Node.Name
+				if n.Hub().Len() == 1 {
+					owner = n.Cfg.Node.Name
 				}
 			}
-			waitFor(t, "tables agree on the survivor", func() bool {
+			testsupport.WaitFor(t, "tables agree on the survivor", func() bool {
 				for _, n := range nodes {
-					if o := n.cluster.Owners("racer"); len(o) != 1 || o[0] != owner {
+					if o := n.Cluster().Owners("racer"); len(o) != 1 || o[0] != owner {
 						return false
 					}
 				}
 				return true
 			})
-			if out := nodes[0].send(t, `{"users":["racer"],"data":"you won"}`); out["delivered"] != 1.0 {
+			if out := nodes[0].Send(t, `{"users":["racer"],"data":"you won"}`); out["delivered"] != 1.0 {
 				t.Fatalf("send to the survivor: %v", out)
 			}
 		})

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"wsmesh/internal/testsupport"
 )
 
 // At the open-file limit the node went silent: /healthz and new upgrades
@@ -14,7 +16,7 @@ import (
 // get a quick 503, while /healthz and the API keep answering, and one
 // warning line says so.
 func TestProcessConnectionLimitUnderFileLimit(t *testing.T) {
-	prlimit := requireTool(t, "prlimit", "util-linux")
+	prlimit := testsupport.RequireTool(t, "prlimit", "util-linux")
 	bin := buildBinary(t)
 	p := newProcNode(t, t.TempDir(), "lim1", "")
 	p.prefix = []string{prlimit, "--nofile=400:400"}
@@ -34,11 +36,11 @@ func TestProcessConnectionLimitUnderFileLimit(t *testing.T) {
 	accepted, refused := 0, 0
 	for i := range 500 {
 		start := time.Now()
-		c, resp, err := p.api.tryDial(p.api.token(t, fmt.Sprintf("u%d", i), ""), dialOpts{silent: true})
+		c, resp, err := p.api.TryDial(p.api.Token(t, fmt.Sprintf("u%d", i), ""), testsupport.DialOpts{Silent: true})
 		switch {
 		case err == nil:
 			accepted++
-			t.Cleanup(c.close)
+			t.Cleanup(c.Close)
 		case resp != nil && resp.StatusCode == http.StatusServiceUnavailable:
 			refused++
 		default:
@@ -57,7 +59,7 @@ func TestProcessConnectionLimitUnderFileLimit(t *testing.T) {
 		t.Fatalf("/healthz at the limit: %v %v", resp, err)
 	}
 	resp.Body.Close()
-	if got := p.api.send(t, `{"users":["u0"],"data":"still here"}`); got["delivered"] != 1.0 {
+	if got := p.api.Send(t, `{"users":["u0"],"data":"still here"}`); got["delivered"] != 1.0 {
 		t.Fatalf("/send at the limit: %v", got)
 	}
 	warnings := 0

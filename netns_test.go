@@ -26,6 +26,8 @@ import (
 	"testing"
 	"time"
 
+	"wsmesh/internal/testsupport"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -48,7 +50,7 @@ import (
 // creates it removes in a cleanup, and the cleanup checks that nothing
 // named with the run's suffix is left.
 func TestMultiHostNamespaces(t *testing.T) {
-	ipPath := requireTool(t, "ip", "iproute2")
+	ipPath := testsupport.RequireTool(t, "ip", "iproute2")
 	if euid := os.Geteuid(); euid != 0 {
 		t.Skipf("not root (euid %d): this test creates network namespaces, a bridge and veth pairs with `ip netns add` / `ip link add`, which needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN)", euid)
 	}
@@ -107,9 +109,7 @@ level = "info"
 		if err := os.WriteFile(n.cfgPath, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		tc := testConfig(t)
-		tc.Auth.JWTSecret = jwtSecret
-		n.api = &testNode{node: &node{ln: fixedAddr(n.http)}, cfg: tc}
+		n.api = testsupport.NewClient(n.http, jwtSecret, apiKey)
 		nodes[i] = n
 	}
 	t.Cleanup(func() { // runs before l.cleanup: the logs are still there
@@ -133,7 +133,7 @@ level = "info"
 	}
 	convergeAt := time.Now()
 	for _, n := range nodes {
-		l.poll(n.name+" to list n1, n2, n3 alive", 3*waitLimit, func() (bool, string) {
+		l.poll(n.name+" to list n1, n2, n3 alive", 3*testsupport.WaitLimit, func() (bool, string) {
 			cl, err := n.cluster()
 			if err != nil {
 				return false, err.Error()
@@ -173,8 +173,8 @@ level = "info"
 	n1, n3 := nodes[0], nodes[2]
 	user := "u-" + l.suffix
 	deliverAt := time.Now()
-	c := n3.api.dial(t, n3.api.token(t, user, "web"), dialOpts{})
-	l.poll("n1 to know n3's session", waitLimit, func() (bool, string) {
+	c := n3.api.Dial(t, n3.api.Token(t, user, "web"), testsupport.DialOpts{})
+	l.poll("n1 to know n3's session", testsupport.WaitLimit, func() (bool, string) {
 		cl, err := n1.cluster()
 		if err != nil {
 			return false, err.Error()
@@ -199,7 +199,7 @@ level = "info"
 	if r["node"] != "n3" || r["user"] != user || r["device"] != "web" || r["status"] != "delivered" {
 		t.Fatalf("POST /send on n1: result %v, want %s/web delivered by node n3", r, user)
 	}
-	f := c.next(t)
+	f := c.Next(t)
 	data, _ := f["data"].(map[string]any)
 	if f["type"] != "message" || f["id"] != out["id"] || data["via"] != "n1" || data["run"] != l.suffix {
 		t.Fatalf("client on n3 got %v, want the message %v sent on n1", f, out["id"])
@@ -585,7 +585,7 @@ type netnsNode struct {
 	http, gossip     string // its namespace address :8080 and :7946
 	cfgPath, logPath string
 	apiKey           string
-	api              *testNode // for token and dial
+	api              *testsupport.Client // for token and dial
 	client           *http.Client
 	cmd              *exec.Cmd
 	exited           chan error // receives cmd.Wait's result once
@@ -619,7 +619,7 @@ func (l *netnsLab) start(n *netnsNode, bin string) {
 	l.nodes = append(l.nodes, n) // killed by l.cleanup
 	go func(cmd *exec.Cmd, exited chan<- error) { exited <- cmd.Wait() }(n.cmd, n.exited)
 
-	deadline := time.NewTimer(waitLimit)
+	deadline := time.NewTimer(testsupport.WaitLimit)
 	defer deadline.Stop()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
@@ -629,7 +629,7 @@ func (l *netnsLab) start(n *netnsNode, bin string) {
 			n.running = false
 			t.Fatalf("%s exited before serving: %v\n%s", n.name, err, n.logTail(20))
 		case <-deadline.C:
-			t.Fatalf("%s did not serve on %s within %s\n%s\n%s", n.name, n.http, waitLimit, n.logTail(20), l.hostFilterReport())
+			t.Fatalf("%s did not serve on %s within %s\n%s\n%s", n.name, n.http, testsupport.WaitLimit, n.logTail(20), l.hostFilterReport())
 		case <-tick.C:
 		}
 	}
@@ -760,8 +760,8 @@ func (l *netnsLab) cleanup() {
 		select {
 		case <-n.exited:
 			n.running = false
-		case <-time.After(waitLimit):
-			t.Errorf("cleanup: %s (pid %d) not reaped %s after SIGKILL", n.name, n.cmd.Process.Pid, waitLimit)
+		case <-time.After(testsupport.WaitLimit):
+			t.Errorf("cleanup: %s (pid %d) not reaped %s after SIGKILL", n.name, n.cmd.Process.Pid, testsupport.WaitLimit)
 		}
 	}
 	// Nothing else may run in the namespaces: a process there would keep

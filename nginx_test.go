@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lxzan/gws"
-
 	"wsmesh/config"
+	"wsmesh/internal/testsupport"
+	"wsmesh/internal/testsupport/nodetest"
 )
 
 // The nginx tests run the production server block, deploy/nginx.conf, in a
@@ -174,7 +174,7 @@ http {
 // when the test ends; on failure it logs nginx's error and access logs.
 func startNginx(tb testing.TB, upstreams []string, o nginxOpts) string {
 	tb.Helper()
-	bin := requireTool(tb, "nginx", "nginx")
+	bin := testsupport.RequireTool(tb, "nginx", "nginx")
 	if len(upstreams) == 0 {
 		tb.Fatal("startNginx: no upstreams")
 	}
@@ -233,7 +233,7 @@ func tryStartNginx(tb testing.TB, bin string, upstreams []string, o nginxOpts) (
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 
-	deadline := time.NewTimer(waitLimit)
+	deadline := time.NewTimer(testsupport.WaitLimit)
 	defer deadline.Stop()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
@@ -253,7 +253,7 @@ func tryStartNginx(tb testing.TB, bin string, upstreams []string, o nginxOpts) (
 		case <-deadline.C:
 			_ = cmd.Process.Kill()
 			<-exited
-			return "", fmt.Errorf("not listening on %s within %s", addr, waitLimit)
+			return "", fmt.Errorf("not listening on %s within %s", addr, testsupport.WaitLimit)
 		case <-tick.C:
 		}
 	}
@@ -264,10 +264,10 @@ func tryStartNginx(tb testing.TB, bin string, upstreams []string, o nginxOpts) (
 			if err != nil {
 				tb.Errorf("nginx exited with %v after SIGTERM", err)
 			}
-		case <-time.After(waitLimit):
+		case <-time.After(testsupport.WaitLimit):
 			_ = cmd.Process.Kill()
 			<-exited
-			tb.Errorf("nginx did not stop within %s of SIGTERM; killed", waitLimit)
+			tb.Errorf("nginx did not stop within %s of SIGTERM; killed", testsupport.WaitLimit)
 		}
 		log, _ := os.ReadFile(errLog)
 		for _, l := range strings.Split(string(log), "\n") {
@@ -282,77 +282,6 @@ func tryStartNginx(tb testing.TB, bin string, upstreams []string, o nginxOpts) (
 		}
 	})
 	return addr, nil
-}
-
-// tailFile returns the last n lines of a file, or why it cannot.
-func tailFile(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// dialFrom opens a WebSocket to ws://addr/ws?token=TOKEN from local address
-// src (any of 127.0.0.0/8 on Linux; "" lets the kernel choose), with extra
-// request headers. The client answers pings, as browsers do, sends nothing
-// else on its own, and is closed when the test ends.
-func dialFrom(tb testing.TB, addr, src, token string, header http.Header) *wsClient {
-	tb.Helper()
-	c := &wsClient{frames: make(chan []byte, 4096), pings: make(chan struct{}, 64), closed: make(chan struct{})}
-	d := net.Dialer{Timeout: 5 * time.Second}
-	if src != "" {
-		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
-	}
-	nc, err := d.Dial("tcp", addr)
-	if err != nil {
-		tb.Fatalf("dial %s from %s: %v", addr, src, err)
-	}
-	conn, resp, err := gws.NewClientFromConn(c, &gws.ClientOption{Addr: "ws://" + addr + "/ws?token=" + token, RequestHeader: header}, nc)
-	if err != nil {
-		nc.Close()
-		status := 0
-		if resp != nil {
-			status = resp.StatusCode
-		}
-		tb.Fatalf("websocket handshake with %s: %v (status %d)", addr, err, status)
-	}
-	c.conn = conn
-	c.startReading()
-	tb.Cleanup(c.close)
-	return c
-}
-
-// drainPings counts the pings c has seen since the last call (at most the
-// channel's capacity, 64).
-func drainPings(c *wsClient) int {
-	n := 0
-	for {
-		select {
-		case <-c.pings:
-			n++
-		default:
-			return n
-		}
-	}
-}
-
-// logEntries returns the JSON log lines of p's current run with this msg
-// and user.
-func (p *procNode) logEntries(t *testing.T, msg, user string) []map[string]any {
-	t.Helper()
-	lines, _ := p.readLog(t) // a line not JSON yet is still being written
-	var out []map[string]any
-	for _, m := range lines {
-		if m["msg"] == msg && m["user"] == user {
-			out = append(out, m)
-		}
-	}
-	return out
 }
 
 // checkDelivered checks a /send answer: one session of user, delivered by
@@ -374,7 +303,7 @@ func checkDelivered(t *testing.T, what string, out map[string]any, owner string)
 // forwarding headers. The owner must log the client as 127.0.0.2, and a
 // /send on each node directly, and one through nginx, must reach it.
 func TestNginxFrontsThreeNodes(t *testing.T) {
-	requireTool(t, "nginx", "nginx")
+	testsupport.RequireTool(t, "nginx", "nginx")
 	bin := buildBinary(t)
 	// The nodes inherit this (procNode.start passes os.Environ()): nginx
 	// reaches them from 127.0.0.1, so they believe its X-Forwarded-For.
@@ -384,8 +313,8 @@ func TestNginxFrontsThreeNodes(t *testing.T) {
 
 	ngDir := t.TempDir()
 	ng := startNginx(t, []string{p1.http, p2.http, p3.http}, nginxOpts{dir: ngDir})
-	via := &testNode{node: &node{ln: fixedAddr(ng)}, cfg: p1.api.cfg} // the API through nginx
-	if code, out, _ := via.api(t, http.MethodGet, "/healthz", ""); code != http.StatusOK || out["status"] != "ok" {
+	via := testsupport.NewClient(ng, testsupport.Secret, testsupport.APIKey) // the API through nginx
+	if code, out, _ := via.API(t, http.MethodGet, "/healthz", ""); code != http.StatusOK || out["status"] != "ok" {
 		t.Fatalf("GET /healthz through nginx: %d %v", code, out)
 	}
 
@@ -393,12 +322,12 @@ func TestNginxFrontsThreeNodes(t *testing.T) {
 	// and appends 127.0.0.2 to X-Forwarded-For; the node reads that list
 	// from the right.
 	forged := http.Header{"X-Forwarded-For": {"203.0.113.7"}, "X-Real-Ip": {"198.51.100.9"}}
-	token := p1.api.token(t, "nx", "web")
-	c := dialFrom(t, ng, "127.0.0.2", token, forged)
+	token := p1.api.Token(t, "nx", "web")
+	c := testsupport.DialWS(t, ng, token, testsupport.DialOpts{Source: "127.0.0.2", Header: forged})
 
 	var owner *procNode
 	var opened []map[string]any
-	pollUntil(t, "a node to log session opened for nx", waitLimit, func() bool {
+	testsupport.PollUntil(t, "a node to log session opened for nx", testsupport.WaitLimit, func() bool {
 		for _, p := range procs {
 			if l := p.logEntries(t, "session opened", "nx"); len(l) > 0 {
 				owner, opened = p, l
@@ -417,35 +346,35 @@ func TestNginxFrontsThreeNodes(t *testing.T) {
 	}
 	t.Logf("nginx sent the client to %s, which logged remote=%v", owner.name, opened[0]["remote"])
 	for _, p := range procs {
-		pollUntil(t, p.name+" to route nx to "+owner.name, waitLimit, func() bool {
+		testsupport.PollUntil(t, p.name+" to route nx to "+owner.name, testsupport.WaitLimit, func() bool {
 			return p.members(t)[owner.name]["sessions"] == 1.0
 		})
 	}
 
 	for _, p := range procs {
-		out := p.api.send(t, fmt.Sprintf(`{"users":["nx"],"data":{"via":%q}}`, p.name))
+		out := p.api.Send(t, fmt.Sprintf(`{"users":["nx"],"data":{"via":%q}}`, p.name))
 		checkDelivered(t, "send on "+p.name, out, owner.name)
-		if f := c.next(t); f["type"] != "message" || f["id"] != out["id"] || fmt.Sprint(f["data"]) != "map[via:"+p.name+"]" {
+		if f := c.Next(t); f["type"] != "message" || f["id"] != out["id"] || fmt.Sprint(f["data"]) != "map[via:"+p.name+"]" {
 			t.Fatalf("client got %v after the send on %s (id %v)", f, p.name, out["id"])
 		}
 	}
-	out := via.send(t, `{"users":["nx"],"data":{"via":"nginx"}}`)
+	out := via.Send(t, `{"users":["nx"],"data":{"via":"nginx"}}`)
 	checkDelivered(t, "send through nginx", out, owner.name)
-	if f := c.next(t); f["id"] != out["id"] || fmt.Sprint(f["data"]) != "map[via:nginx]" {
+	if f := c.Next(t); f["id"] != out["id"] || fmt.Sprint(f["data"]) != "map[via:nginx]" {
 		t.Fatalf("client got %v after the send through nginx (id %v)", f, out["id"])
 	}
 	select {
-	case <-c.closed:
-		t.Fatalf("client closed (code %d, %q)", c.code, c.reason)
+	case <-c.Closed():
+		t.Fatalf("client closed (code %d, %q)", c.Code, c.Reason)
 	default:
 	}
 
 	// nginx logs an upgraded request when it ends: close the client, then
 	// the access log must show it from 127.0.0.2, without its token.
-	c.close()
+	c.Close()
 	accessLog := filepath.Join(ngDir, "wsmesh.access.log")
 	var wsLine string
-	waitFor(t, "nginx to log the WebSocket request", func() bool {
+	testsupport.WaitFor(t, "nginx to log the WebSocket request", func() bool {
 		b, _ := os.ReadFile(accessLog)
 		for _, l := range strings.Split(string(b), "\n") {
 			if strings.Contains(l, `"GET /ws HTTP/1.1" 101`) {
@@ -471,32 +400,32 @@ func TestNginxFrontsThreeNodes(t *testing.T) {
 // from firing. As a control, with pings only every 10 s nginx cuts the same
 // client after about 5 s. The two run in parallel.
 func TestNginxKeepsIdleClientConnected(t *testing.T) {
-	requireTool(t, "nginx", "nginx")
+	testsupport.RequireTool(t, "nginx", "nginx")
 	const (
 		readTimeout = 5 * time.Second
 		idleFor     = 15 * time.Second
 	)
 	t.Run("ping 2s under proxy_read_timeout 5s", func(t *testing.T) {
 		t.Parallel()
-		nodes := newTestCluster(t, 3, func(_ int, h *testConfigHooks) {
-			h.cfg.Session.PingInterval = config.Duration(2 * time.Second)
-			h.cfg.Session.IdleTimeout = config.Duration(6 * time.Second)
-			h.cfg.Log.Level = "info"
+		nodes := nodetest.StartCluster(t, 3, func(_ int, s *nodetest.Setup) {
+			s.Cfg.Session.PingInterval = config.Duration(2 * time.Second)
+			s.Cfg.Session.IdleTimeout = config.Duration(6 * time.Second)
+			s.Cfg.Log.Level = "info"
 		})
 		ng := startNginx(t, []string{nodes[0].Addr(), nodes[1].Addr(), nodes[2].Addr()},
 			nginxOpts{readTimeout: readTimeout, sendTimeout: readTimeout})
-		c := dialFrom(t, ng, "", nodes[0].token(t, "idle", ""), nil)
+		c := testsupport.DialWS(t, ng, nodes[0].Token(t, "idle", ""), testsupport.DialOpts{})
 		var owner string
-		waitFor(t, "idle's session in t1's table", func() bool {
-			if o := nodes[0].cluster.Owners("idle"); len(o) > 0 {
+		testsupport.WaitFor(t, "idle's session in t1's table", func() bool {
+			if o := nodes[0].Cluster().Owners("idle"); len(o) > 0 {
 				owner = o[0]
 				return true
 			}
 			return false
 		})
-		waitRoutable(t, nodes, "idle", owner)
-		checkDelivered(t, "send before the wait", nodes[0].send(t, `{"users":["idle"],"data":"before"}`), owner)
-		if f := c.next(t); f["data"] != "before" {
+		nodetest.WaitRoutable(t, nodes, "idle", owner)
+		checkDelivered(t, "send before the wait", nodes[0].Send(t, `{"users":["idle"],"data":"before"}`), owner)
+		if f := c.Next(t); f["data"] != "before" {
 			t.Fatalf("client got %v", f)
 		}
 
@@ -504,57 +433,57 @@ func TestNginxKeepsIdleClientConnected(t *testing.T) {
 		defer idle.Stop()
 		start := time.Now()
 		select {
-		case <-c.closed:
+		case <-c.Closed():
 			t.Fatalf("client idle behind nginx closed after %s (code %d, %q); pings seen: %d",
-				time.Since(start).Round(time.Millisecond), c.code, c.reason, drainPings(c))
+				time.Since(start).Round(time.Millisecond), c.Code, c.Reason, c.DrainPings())
 		case <-idle.C:
 		}
-		pings := drainPings(c)
+		pings := c.DrainPings()
 		t.Logf("idle %s behind nginx (proxy_read_timeout %s, ping_interval 2s, idle_timeout 6s) on %s: %d pings seen and answered",
 			idleFor, readTimeout, owner, pings)
 		if min := int(idleFor/(2*time.Second)) - 2; pings < min {
 			t.Fatalf("client saw %d pings in %s, want at least %d", pings, idleFor, min)
 		}
-		out := nodes[1].send(t, `{"users":["idle"],"data":"after"}`)
+		out := nodes[1].Send(t, `{"users":["idle"],"data":"after"}`)
 		checkDelivered(t, "send after the wait", out, owner)
-		if f := c.next(t); f["id"] != out["id"] || f["data"] != "after" {
+		if f := c.Next(t); f["id"] != out["id"] || f["data"] != "after" {
 			t.Fatalf("client got %v, want the message %v", f, out["id"])
 		}
 		select {
-		case <-c.closed:
-			t.Fatalf("client closed (code %d, %q)", c.code, c.reason)
+		case <-c.Closed():
+			t.Fatalf("client closed (code %d, %q)", c.Code, c.Reason)
 		default:
 		}
 	})
 
 	t.Run("control: ping 10s over proxy_read_timeout 5s", func(t *testing.T) {
 		t.Parallel()
-		cfg := testConfig(t)
+		cfg := nodetest.Config(t)
 		cfg.Session.PingInterval = config.Duration(10 * time.Second)
 		cfg.Session.IdleTimeout = config.Duration(30 * time.Second)
 		cfg.Log.Level = "info"
-		n := startNode(t, cfg)
+		n := nodetest.Start(t, cfg)
 		dir := t.TempDir()
 		ng := startNginx(t, []string{n.Addr()}, nginxOpts{readTimeout: readTimeout, sendTimeout: readTimeout, dir: dir})
-		c := dialFrom(t, ng, "", n.token(t, "idle", ""), nil)
+		c := testsupport.DialWS(t, ng, n.Token(t, "idle", ""), testsupport.DialOpts{})
 		start := time.Now()
 		limit := time.NewTimer(readTimeout + 2*time.Second)
 		defer limit.Stop()
 		select {
-		case <-c.closed:
+		case <-c.Closed():
 		case <-limit.C:
 			t.Fatalf("nginx kept a connection with no traffic open for %s (proxy_read_timeout %s): the idle test proves nothing", time.Since(start).Round(time.Millisecond), readTimeout)
 		}
 		took := time.Since(start)
-		t.Logf("with ping_interval 10s nginx cut the idle client after %s (code %d, pings seen %d)", took.Round(time.Millisecond), c.code, drainPings(c))
+		t.Logf("with ping_interval 10s nginx cut the idle client after %s (code %d, pings seen %d)", took.Round(time.Millisecond), c.Code, c.DrainPings())
 		if took < readTimeout-time.Second {
 			t.Fatalf("connection dropped after %s, before proxy_read_timeout %s: something else closed it", took, readTimeout)
 		}
-		waitFor(t, "nginx to log the upstream timeout", func() bool {
+		testsupport.WaitFor(t, "nginx to log the upstream timeout", func() bool {
 			b, _ := os.ReadFile(filepath.Join(dir, "error.log"))
 			return strings.Contains(string(b), "upstream timed out") && strings.Contains(string(b), "upgraded connection")
 		})
-		waitFor(t, "the node to drop the session", func() bool { return n.hub.Len() == 0 })
+		testsupport.WaitFor(t, "the node to drop the session", func() bool { return n.Hub().Len() == 0 })
 	})
 }
 
@@ -563,7 +492,7 @@ func TestNginxKeepsIdleClientConnected(t *testing.T) {
 // directory) with nginx -t: it parses and every directive is known to
 // nginx. nginx -t neither binds nor connects.
 func TestNginxConfigValid(t *testing.T) {
-	bin := requireTool(t, "nginx", "nginx")
+	bin := testsupport.RequireTool(t, "nginx", "nginx")
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "wsmesh.conf"), []byte(nginxServerBlock(t, nil, "", dir, nginxOpts{})), 0o644); err != nil {
 		t.Fatal(err)

@@ -23,6 +23,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"wsmesh/config"
+	"wsmesh/internal/testsupport"
 )
 
 const (
@@ -189,7 +190,7 @@ func TestSystemdUnitVerifies(t *testing.T) {
 	})
 
 	t.Run("systemd-analyze verify", func(t *testing.T) {
-		analyze := requireTool(t, "systemd-analyze", "systemd")
+		analyze := testsupport.RequireTool(t, "systemd-analyze", "systemd")
 		bin := buildBinary(t)
 		// verify checks that ExecStart's program exists and is executable:
 		// point it at the freshly built binary. No other path in the unit has
@@ -231,13 +232,13 @@ func systemdVerify(t *testing.T, analyze, dir, name, text string) (string, error
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	ctx, cancel := context.WithTimeout(context.Background(), testsupport.WaitLimit)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, analyze, "verify", path)
 	cmd.Env = append(os.Environ(), "SYSTEMD_COLORS=0", "SYSTEMD_PAGER=cat", "SYSTEMD_LOG_COLOR=0")
 	out, err := cmd.CombinedOutput()
 	if ctx.Err() != nil {
-		t.Fatalf("systemd-analyze verify did not finish within %s:\n%s", waitLimit, out)
+		t.Fatalf("systemd-analyze verify did not finish within %s:\n%s", testsupport.WaitLimit, out)
 	}
 	return string(out), err
 }
@@ -303,7 +304,7 @@ func TestSystemdReadinessNotify(t *testing.T) {
 		<-readerDone
 	})
 
-	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", testsupport.FreePort(t))
 	cfgPath := filepath.Join(dir, "wsmesh.toml")
 	cfg := fmt.Sprintf(`[node]
 name = "sd1"
@@ -317,7 +318,7 @@ jwt_secret = %q
 api_keys = [%q]
 [log]
 format = "json"
-`, httpAddr, freePort(t), testSecret, testAPIKey)
+`, httpAddr, testsupport.FreePort(t), testsupport.Secret, testsupport.APIKey)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -359,10 +360,10 @@ format = "json"
 	}
 
 	// await returns the next notification, failing the test if the process
-	// exits first or nothing comes within waitLimit.
+	// exits first or nothing comes within testsupport.WaitLimit.
 	await := func(what string) string {
 		t.Helper()
-		timer := time.NewTimer(waitLimit)
+		timer := time.NewTimer(testsupport.WaitLimit)
 		defer timer.Stop()
 		select {
 		case m := <-msgs:
@@ -376,7 +377,7 @@ format = "json"
 			}
 			t.Fatalf("process exited (%v) before sending %s\n%s", exitErr, what, logOf())
 		case <-timer.C:
-			t.Fatalf("no %s on NOTIFY_SOCKET within %s\n%s", what, waitLimit, logOf())
+			t.Fatalf("no %s on NOTIFY_SOCKET within %s\n%s", what, testsupport.WaitLimit, logOf())
 		}
 		return ""
 	}
@@ -410,8 +411,8 @@ format = "json"
 	stoppingAfter := time.Since(termAt)
 	select {
 	case <-exited:
-	case <-time.After(waitLimit):
-		t.Fatalf("process did not exit within %s of SIGTERM\n%s", waitLimit, logOf())
+	case <-time.After(testsupport.WaitLimit):
+		t.Fatalf("process did not exit within %s of SIGTERM\n%s", testsupport.WaitLimit, logOf())
 	}
 	if exitErr != nil {
 		t.Fatalf("exit after SIGTERM: %v, want status 0 (systemd would count it a failure)\n%s", exitErr, logOf())
@@ -438,7 +439,7 @@ func hasNotifyLine(msg, want string) bool {
 func TestExampleConfigRefusesPlaceholders(t *testing.T) {
 	realValues := []struct{ env, key, value string }{
 		{"WSMESH_CLUSTER_SECRET_KEYS", "cluster.secret_keys", base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0x5a}, 32))},
-		{"WSMESH_AUTH_JWT_SECRET", "auth.jwt_secret", testSecret},
+		{"WSMESH_AUTH_JWT_SECRET", "auth.jwt_secret", testsupport.Secret},
 		{"WSMESH_AUTH_API_KEYS", "auth.api_keys", "backend-key-one,backend-key-two"},
 	}
 	fromFile := "file " + exampleConfigFile
@@ -504,7 +505,7 @@ func TestExampleConfigRefusesPlaceholders(t *testing.T) {
 			{"source", cfg.Source, exampleConfigFile},
 			{"generated jwt_secret", cfg.GeneratedSecret, false},
 			{"cluster.secret_keys", cfg.Cluster.SecretKeys, []string{realValues[0].value}},
-			{"auth.jwt_secret", cfg.Auth.JWTSecret, testSecret},
+			{"auth.jwt_secret", cfg.Auth.JWTSecret, testsupport.Secret},
 			{"auth.api_keys", cfg.Auth.APIKeys, strings.Split(realValues[2].value, ",")},
 			{"http.listen", cfg.HTTP.Listen, "0.0.0.0:8080"},
 			{"cluster.bind", cfg.Cluster.Bind, "0.0.0.0:7946"},

@@ -4,12 +4,19 @@
 // authenticated messaging between nodes. It knows nothing of WebSockets
 // or HTTP: local sessions come in through AddLocal/RemoveLocal, and relay
 // traffic and evictions go out to the Handler it is given.
+//
+// Files: cluster.go (Cluster, Config, joining and leaving, Call),
+// delegate.go (memberlist's callbacks), messages.go (every message between
+// nodes, encoded and decoded), link.go (the ordered, acknowledged link to
+// each peer), linkauth.go (the links' MAC), table.go (the session table),
+// sessions.go (this node's sessions, peers' snapshots and deltas), evict.go
+// (duplicate logins across nodes), hlc.go (login stamps). Lock order:
+// LOCKS.md at the repository root.
 package cluster
 
 import (
 	"context"
 	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log"
@@ -48,7 +55,8 @@ type Handler interface {
 	// reply that goes back to it. It must not block.
 	HandleRelay(from string, payload []byte) []byte
 	// Evict closes the local session of user with that id: a newer login
-	// of the same key won elsewhere. It must not block.
+	// of the same key won on another node. The cluster asks at most once
+	// per session. It must not block.
 	Evict(user, session string)
 }
 
@@ -145,7 +153,7 @@ func New(cfg Config) (*Cluster, error) {
 		log:     cfg.Logger.With("component", "cluster"),
 		epoch:   uint64(time.Now().UnixNano()),
 		clock:   clock{now: time.Now},
-		table:   newTable(),
+		table:   newTable(cfg.NodeName, cfg.SingleDevice),
 		peers:   map[string]*peer{},
 		lost:    map[string]lostMember{},
 		leaving: map[string]time.Time{},
@@ -441,7 +449,7 @@ func (c *Cluster) announceLeaving(ctx context.Context) {
 	c.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, p := range peers {
-		wg.Go(func() { _, _ = p.call(ctx, kindLeaving, nil) })
+		wg.Go(func() { _, _ = p.call(ctx, leavingMsg{}.item()) })
 	}
 	wg.Wait()
 }
@@ -498,15 +506,5 @@ func (c *Cluster) Call(ctx context.Context, node string, payload []byte) ([]byte
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
 	defer cancel()
-	return p.call(ctx, kindRelay, payload)
-}
-
-// nodeMeta is what a node gossips about itself: its boot epoch.
-func (c *Cluster) nodeMeta() []byte { return binary.BigEndian.AppendUint64(nil, c.epoch) }
-
-func metaEpoch(meta []byte) uint64 {
-	if len(meta) < 8 {
-		return 0
-	}
-	return binary.BigEndian.Uint64(meta)
+	return p.call(ctx, relayMsg{Payload: payload}.item())
 }

@@ -165,7 +165,7 @@ func TestNewerLoginElsewhereEvicts(t *testing.T) {
 	waitUntil(t, "b evicts its older session", func() bool {
 		bh.mu.Lock()
 		defer bh.mu.Unlock()
-		return slices.Contains(bh.evicted, "u/old") // once or twice: direct and gossip paths
+		return slices.Contains(bh.evicted, "u/old")
 	})
 	// An older login arriving late loses at once on its own node.
 	a.AddLocal(LocalSession{User: "u", Device: "phone", Session: "late", Stamp: old - 1})

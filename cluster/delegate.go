@@ -8,21 +8,28 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
-
-	"wsmesh/internal/wire"
 )
 
 // delegate adapts the Cluster to memberlist.Delegate. Its methods copy
 // what they need, hand off and return.
 type delegate Cluster
 
-func (d *delegate) NodeMeta(limit int) []byte { return (*Cluster)(d).nodeMeta() }
+// NodeMeta is what this node gossips about itself: its boot epoch (metaMsg).
+func (d *delegate) NodeMeta(limit int) []byte { return metaMsg{Epoch: d.epoch}.append(nil) }
+
+// metaEpoch returns the boot epoch in a member's meta; 0 if it has none.
+func metaEpoch(meta []byte) uint64 {
+	m, _ := decodeMeta(meta)
+	return m.Epoch
+}
 
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 
-// NotifyMsg checks a batch's or an ack's MAC, then routes it to the link
-// of the node that sent it. A message without the right MAC is counted
-// and dropped unread: anyone who reaches the gossip port can send one.
+// NotifyMsg checks a link message's MAC, decodes it once and hands it to
+// the link of the node that sent it. A message without the right MAC is
+// counted and dropped unread: anyone who reaches the gossip port can send
+// one. A malformed one is logged and dropped: its sender gets no ack, times
+// out and resends.
 func (d *delegate) NotifyMsg(b []byte) {
 	c := (*Cluster)(d)
 	body, ok := c.auth.open(b, c.cfg.NodeName)
@@ -30,51 +37,58 @@ func (d *delegate) NotifyMsg(b []byte) {
 		c.refuse(b)
 		return
 	}
-	msg := bytes.Clone(body) // memberlist reuses b
-	r := wire.NewReader(msg[1:])
-	from := r.String()
-	if r.Err() != nil {
-		c.log.Warn("malformed message dropped", "type", msg[0], "err", r.Err())
-		return
+	msg := bytes.Clone(body) // memberlist reuses b; the decoded messages alias msg
+	var err error
+	switch t := msgType(msg[0]); t {
+	case msgBatch:
+		err = decodeThen(msg, decodeBatch, c.handleBatch)
+	case msgAck:
+		err = decodeThen(msg, decodeAck, c.handleAck)
+	default:
+		c.log.Warn("link message of an unknown type dropped", "type", t, "from", claimedSender(msg))
 	}
+	if err != nil {
+		c.log.Warn("malformed link message dropped", "from", claimedSender(msg), "err", err)
+	}
+}
+
+// handleBatch queues a batch for its sender's link's receiver, or parks it
+// while the sender has not been seen joining.
+func (c *Cluster) handleBatch(m *batchMsg) {
 	c.mu.Lock()
-	p := c.peers[from]
-	if p == nil && msg[0] == msgBatch {
+	p := c.peers[m.From]
+	if p == nil {
 		// The sender saw us join before we saw it: keep the batch until we do.
-		c.parkLocked(from, msg)
+		c.parkLocked(m)
 	}
 	c.mu.Unlock()
 	if p == nil {
 		return
 	}
-	switch msg[0] {
-	case msgBatch:
-		select {
-		case p.inbox <- msg:
-		default: // the sender times out and resyncs
-			c.log.Warn("inbox full: batch dropped", "peer", from)
-		}
-	case msgAck:
-		a := ack{link: r.Uvarint(), seq: r.Uvarint()}
-		n := r.Count()
-		a.replies = make([][]byte, n)
-		for i := range n {
-			a.replies[i] = r.Bytes()
-		}
-		if r.Err() != nil {
-			c.log.Warn("malformed ack", "peer", from, "err", r.Err())
-			return
-		}
-		select {
-		case p.acks <- a:
-		default:
-		}
+	select {
+	case p.inbox <- m:
+	default: // the sender times out and resyncs
+		c.log.Warn("inbox full: batch dropped", "peer", m.From)
+	}
+}
+
+// handleAck hands an ack to its link's sender, which waits for it.
+func (c *Cluster) handleAck(m *ackMsg) {
+	c.mu.Lock()
+	p := c.peers[m.From]
+	c.mu.Unlock()
+	if p == nil {
+		return
+	}
+	select {
+	case p.acks <- m:
+	default:
 	}
 }
 
 // parkedMsg is a batch from a node this one has not seen join yet.
 type parkedMsg struct {
-	msg []byte
+	msg *batchMsg
 	at  time.Time
 }
 
@@ -84,8 +98,10 @@ const (
 	maxParkedNodes   = 64
 )
 
-// parkLocked keeps msg from an unknown sender for a moment; c.mu must be held.
-func (c *Cluster) parkLocked(from string, msg []byte) {
+// parkLocked keeps a batch from an unknown sender for a moment; c.mu must
+// be held.
+func (c *Cluster) parkLocked(msg *batchMsg) {
+	from := msg.From
 	for name, list := range c.parked { // expire
 		if time.Since(list[len(list)-1].at) > c.cfg.CallTimeout {
 			delete(c.parked, name)
@@ -99,37 +115,31 @@ func (c *Cluster) parkLocked(from string, msg []byte) {
 	c.parked[from] = append(list, parkedMsg{msg: msg, at: time.Now()})
 }
 
-// LocalState is the push/pull digest: this node's name, epoch and seq,
-// not its sessions.
+// LocalState is the push/pull digest (digestMsg): this node's name, epoch
+// and seq, not its sessions.
 func (d *delegate) LocalState(join bool) []byte {
 	c := (*Cluster)(d)
-	c.table.mu.RLock()
-	seq := c.table.origins[c.cfg.NodeName].seq
-	c.table.mu.RUnlock()
-	b := wire.AppendString(nil, c.cfg.NodeName)
-	b = wire.AppendUvarint(b, c.epoch)
-	return wire.AppendUvarint(b, seq)
+	return c.table.digest(c.cfg.NodeName).append(nil)
 }
 
 // MergeRemoteState asks a peer for its snapshot when its digest shows
 // deltas this node has not seen.
 func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 	c := (*Cluster)(d)
-	r := wire.NewReader(buf)
-	name, epoch, seq := r.String(), r.Uvarint(), r.Uvarint()
-	if r.Err() != nil || name == c.cfg.NodeName {
+	m, err := decodeDigest(buf)
+	if err != nil || m.Node == c.cfg.NodeName {
 		return
 	}
 	c.table.mu.RLock()
-	o := c.table.origins[name]
-	behind := o == nil || o.epoch != epoch || o.seq < seq
+	o := c.table.origins[m.Node]
+	behind := o == nil || o.epoch != m.Epoch || o.seq < m.Seq
 	c.table.mu.RUnlock()
 	c.mu.Lock()
-	p := c.peers[name]
+	p := c.peers[m.Node]
 	c.mu.Unlock()
 	if behind && p != nil {
-		c.log.Debug("digest shows missed deltas: asking for a snapshot", "peer", name, "seq", seq)
-		_ = p.enqueue(&call{kind: kindSnapshotReq})
+		c.log.Debug("digest shows missed deltas: asking for a snapshot", "peer", m.Node, "seq", m.Seq)
+		_ = p.send(snapshotReqMsg{}.item())
 	}
 }
 

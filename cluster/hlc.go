@@ -3,6 +3,8 @@ package cluster
 import (
 	"sync"
 	"time"
+
+	"wsmesh/internal/login"
 )
 
 // Stamp is a hybrid logical clock reading: Unix milliseconds in the high
@@ -42,14 +44,9 @@ func (c *clock) Observe(s Stamp) {
 	c.mu.Unlock()
 }
 
-// newer reports whether session a (stamp, node, id) beats b: the larger
+// newer reports whether session a beats b (login.Newer): the larger
 // stamp wins, ties broken by node name, then session id.
 func newer(a, b *Entry) bool {
-	if a.Stamp != b.Stamp {
-		return a.Stamp > b.Stamp
-	}
-	if a.Node != b.Node {
-		return a.Node > b.Node
-	}
-	return a.Session > b.Session
+	return login.Newer(login.Stamped{Stamp: uint64(a.Stamp), Node: a.Node, Session: a.Session},
+		login.Stamped{Stamp: uint64(b.Stamp), Node: b.Node, Session: b.Session})
 }

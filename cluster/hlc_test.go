@@ -26,24 +26,3 @@ func TestClockMonotonicAndObserves(t *testing.T) {
 		t.Fatalf("Time() = %v", got)
 	}
 }
-
-func TestNewerOrder(t *testing.T) {
-	cases := []struct {
-		name string
-		a, b Entry
-		want bool
-	}{
-		{"larger stamp wins", Entry{Stamp: 2, Node: "a"}, Entry{Stamp: 1, Node: "z"}, true},
-		{"smaller stamp loses", Entry{Stamp: 1, Node: "z"}, Entry{Stamp: 2, Node: "a"}, false},
-		{"tie: node name", Entry{Stamp: 1, Node: "b"}, Entry{Stamp: 1, Node: "a"}, true},
-		{"tie: session id", Entry{Stamp: 1, Node: "a", Session: "2"}, Entry{Stamp: 1, Node: "a", Session: "1"}, true},
-		{"identical", Entry{Stamp: 1, Node: "a", Session: "1"}, Entry{Stamp: 1, Node: "a", Session: "1"}, false},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := newer(&tc.a, &tc.b); got != tc.want {
-				t.Fatalf("newer = %v, want %v", got, tc.want)
-			}
-		})
-	}
-}

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
-
-	"wsmesh/internal/wire"
 )
 
 // Errors a Call can return.
@@ -22,48 +20,17 @@ var (
 	ErrClosed      = errors.New("cluster: shut down")
 )
 
-// Message types: the first byte of every memberlist user message. Every
-// message ends in a MAC of macSize bytes: HMAC-SHA256, keyed with
-// Config.LinkKey, over the receiver's name (length-prefixed, not sent) and
-// the whole message before the MAC (type byte and body), truncated.
-// NotifyMsg checks it before reading anything else (linkauth.go).
-const (
-	msgBatch byte = 1 // from, link, seq, items (kind, payload), MAC
-	msgAck   byte = 2 // from, link, seq, replies, MAC
-)
-
-// Item kinds inside a batch.
-const (
-	kindSnapshot    byte = 1  // the sender's sessions: replaces what the receiver knows of it
-	kindDelta       byte = 2  // one connect or disconnect on the sender
-	kindSnapshotReq byte = 3  // "send me your snapshot"
-	kindEvict       byte = 4  // a newer login of a key the receiver holds
-	kindLeaving     byte = 5  // the sender is leaving on purpose: report it "left", not "dead"
-	kindRelay       byte = 16 // for the relay handler; its reply goes back in the ack
-)
+// Link messages (batches and acks, messages.go) end in a MAC of macSize
+// bytes: HMAC-SHA256, keyed with Config.LinkKey, over the receiver's name
+// (length-prefixed, not sent) and the whole message before the MAC (type
+// byte and body), truncated. NotifyMsg checks it before reading anything
+// else (linkauth.go).
 
 // Link limits.
 const (
 	maxBatchItems = 4096
 	maxBatchBytes = 1 << 20
 )
-
-// call is one item queued on a link.
-type call struct {
-	kind    byte
-	payload []byte
-	reply   chan callResult // buffered(1); nil: nobody waits
-}
-
-type callResult struct {
-	data []byte
-	err  error
-}
-
-type ack struct {
-	link, seq uint64
-	replies   [][]byte
-}
 
 // peer is this node's link with another member: an ordered, acknowledged
 // channel over memberlist's reliable (TCP) messages. One sender goroutine
@@ -79,18 +46,18 @@ type peer struct {
 	// the new batches for late ones.
 	link uint64
 
-	mu           sync.Mutex // guards the fields below; lock order: table.mu, then peer.mu
+	mu           sync.Mutex // guards the fields below; lock order: table.mu, Cluster.mu, peer.mu (LOCKS.md)
 	node         *memberlist.Node
-	epoch        uint64 // the peer's boot epoch, from its meta
-	queue        []*call
+	epoch        uint64    // the peer's boot epoch, from its meta
+	queue        queue     // items waiting, at most Config.QueueLimit
 	needSnapshot bool      // send our snapshot first in the next batch
 	downUntil    time.Time // after a failed batch: calls fail at once until then
 	failing      bool      // the last batch failed: the peer is suspect
 
 	wake  chan struct{} // buffered(1): the queue is not empty
-	acks  chan ack
-	inbox chan []byte   // batches from the peer, in arrival order
-	stop  chan struct{} // closed when the peer leaves or the cluster shuts down
+	acks  chan *ackMsg
+	inbox chan *batchMsg // batches from the peer, in arrival order
+	stop  chan struct{}  // closed when the peer leaves or the cluster shuts down
 
 	// receiver state; only the receiver goroutine touches it
 	inLink, inSeq uint64
@@ -105,8 +72,8 @@ func newPeer(c *Cluster, n *memberlist.Node, epoch uint64) *peer {
 		epoch:        epoch,
 		needSnapshot: true,
 		wake:         make(chan struct{}, 1),
-		acks:         make(chan ack, 4),
-		inbox:        make(chan []byte, 64),
+		acks:         make(chan *ackMsg, 4),
+		inbox:        make(chan *batchMsg, 64),
 		stop:         make(chan struct{}),
 	}
 }
@@ -114,42 +81,48 @@ func newPeer(c *Cluster, n *memberlist.Node, epoch uint64) *peer {
 // start launches the sender and receiver; c.wg waits for them. The first
 // batch carries our snapshot and asks for the peer's.
 func (p *peer) start() {
-	p.enqueue(&call{kind: kindSnapshotReq})
+	p.send(snapshotReqMsg{}.item())
 	p.c.wg.Add(2)
 	go p.sendLoop()
 	go p.receiveLoop()
 }
 
-// enqueue queues a call. A full queue fails the call at once, and so does
-// a link that failed moments ago, while it backs off.
-func (p *peer) enqueue(cl *call) error {
+// enqueue queues an item; w, if not nil, gets its reply. A full queue
+// fails it at once, and so does a link that failed moments ago, while it
+// backs off, if someone waits.
+func (p *peer) enqueue(it item, w chan callResult) error {
 	p.mu.Lock()
-	if len(p.queue) >= p.c.cfg.QueueLimit {
+	if p.queue.len() >= p.c.cfg.QueueLimit {
 		p.mu.Unlock()
 		p.c.stats.queueFull.Add(1)
 		return ErrQueueFull
 	}
-	if cl.reply != nil && time.Now().Before(p.downUntil) {
+	if w != nil && time.Now().Before(p.downUntil) {
 		p.mu.Unlock()
 		return ErrUnreachable
 	}
-	p.queue = append(p.queue, cl)
+	p.queue.push(it, w)
 	p.mu.Unlock()
 	p.kick()
 	return nil
 }
 
-// enqueueDeltaLocked queues a delta; p.c.table.mu must be held (write). A
-// full queue drops queued deltas for a snapshot in the next batch.
-func (p *peer) enqueueDeltaLocked(payload []byte) {
+// send queues an item nobody waits a reply for.
+func (p *peer) send(it item) error { return p.enqueue(it, nil) }
+
+// enqueueDeltaTableLocked queues a delta item; p.c.table.mu must be held
+// (write), so that deltas are queued in seq order and never between the
+// snapshot takeBatch encodes and the deltas it drops. A full queue drops
+// queued deltas for a snapshot in the next batch.
+func (p *peer) enqueueDeltaTableLocked(delta item) {
 	p.mu.Lock()
 	switch {
 	case p.needSnapshot: // the snapshot will include it
-	case len(p.queue) >= p.c.cfg.QueueLimit:
+	case p.queue.len() >= p.c.cfg.QueueLimit:
 		p.needSnapshot = true
-		p.queue = dropKind(p.queue, kindDelta)
+		p.dropDeltasLocked()
 	default:
-		p.queue = append(p.queue, &call{kind: kindDelta, payload: payload})
+		p.queue.push(delta, nil)
 	}
 	p.mu.Unlock()
 	p.kick()
@@ -160,19 +133,13 @@ func (p *peer) resync() {
 	p.mu.Lock()
 	p.needSnapshot = true
 	p.mu.Unlock()
-	_ = p.enqueue(&call{kind: kindSnapshotReq})
+	_ = p.send(snapshotReqMsg{}.item())
 }
 
 func (p *peer) setFailing(f bool) {
 	p.mu.Lock()
 	p.failing = f
 	p.mu.Unlock()
-}
-
-func (p *peer) isFailing() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.failing
 }
 
 func (p *peer) kick() {
@@ -182,20 +149,15 @@ func (p *peer) kick() {
 	}
 }
 
-func dropKind(q []*call, kind byte) []*call {
-	out := q[:0]
-	for _, cl := range q {
-		if cl.kind != kind {
-			out = append(out, cl)
-		}
-	}
-	clear(q[len(out):])
-	return out
+// dropDeltasLocked drops the queued deltas: the snapshot that goes next
+// replaces them. p.mu must be held.
+func (p *peer) dropDeltasLocked() {
+	p.queue.keep(func(it item, _ chan callResult) bool { return it.Kind != kindDelta }, nil)
 }
 
 // takeBatch removes the next batch from the queue, with our snapshot in
 // front when one is due.
-func (p *peer) takeBatch() []*call {
+func (p *peer) takeBatch() queue {
 	p.mu.Lock()
 	need := p.needSnapshot
 	p.mu.Unlock()
@@ -205,25 +167,25 @@ func (p *peer) takeBatch() []*call {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var out []*call
+	var snap queue
 	size := 0
 	if need && p.needSnapshot {
-		snap := encodeSnapshotLocked(p.c.epoch, p.c.table.origins[p.c.cfg.NodeName])
-		out = append(out, &call{kind: kindSnapshot, payload: snap})
-		size += len(snap)
-		p.queue = dropKind(p.queue, kindDelta)
+		it := p.c.table.snapshotLocked(p.c.cfg.NodeName).item()
+		snap.push(it, nil)
+		size += len(it.Body)
+		p.dropDeltasLocked()
 		p.needSnapshot = false
 	}
 	n := 0
-	for n < len(p.queue) && len(out) < maxBatchItems && (size < maxBatchBytes || len(out) == 0) {
-		out = append(out, p.queue[n])
-		size += len(p.queue[n].payload)
+	for n < p.queue.len() && snap.len()+n < maxBatchItems && (size < maxBatchBytes || snap.len()+n == 0) {
+		size += len(p.queue.items[n].Body)
 		n++
 	}
-	rest := copy(p.queue, p.queue[n:])
-	clear(p.queue[rest:])
-	p.queue = p.queue[:rest]
-	if rest > 0 {
+	out := p.queue.take(n)
+	if snap.len() > 0 {
+		out = queue{items: append(snap.items, out.items...), waiters: append(snap.waiters, out.waiters...)}
+	}
+	if p.queue.len() > 0 {
 		p.kick()
 	}
 	return out
@@ -243,7 +205,7 @@ func (p *peer) sendLoop() {
 		case <-p.wake:
 		}
 		batch := p.takeBatch()
-		if len(batch) == 0 {
+		if batch.len() == 0 {
 			continue
 		}
 		seq++
@@ -266,17 +228,18 @@ func (p *peer) sendLoop() {
 	}
 }
 
-// sendBatch sends one batch and waits for its ack; every call in it is
+// sendBatch sends one batch and waits for its ack; every waiter in it is
 // answered either way. ErrClosed: the link is stopping.
-func (p *peer) sendBatch(seq uint64, batch []*call, timer *time.Timer) error {
-	msg := p.c.auth.seal(encodeBatch(p.c.cfg.NodeName, p.link, seq, batch), p.name)
+func (p *peer) sendBatch(seq uint64, batch queue, timer *time.Timer) error {
+	m := batchMsg{header: header{From: p.c.cfg.NodeName, Link: p.link, Seq: seq}, Items: batch.items}
+	msg := p.c.auth.seal(m.encode(), p.name)
 	p.mu.Lock()
 	node := p.node
 	p.mu.Unlock()
 	start := time.Now()
 	if err := p.c.ml.SendReliable(node, msg); err != nil {
 		p.c.stats.sendFailures.Add(1)
-		p.c.log.Debug("link send failed", "peer", p.name, "items", len(batch), "err", err)
+		p.c.log.Debug("link send failed", "peer", p.name, "items", batch.len(), "err", err)
 		err = fmt.Errorf("%w: %v", ErrUnreachable, err)
 		p.failed(batch, err)
 		return err
@@ -285,28 +248,28 @@ func (p *peer) sendBatch(seq uint64, batch []*call, timer *time.Timer) error {
 	for {
 		select {
 		case a := <-p.acks:
-			if a.link != p.link || a.seq != seq {
+			if a.Link != p.link || a.Seq != seq {
 				continue // the ack of an abandoned batch
 			}
 			timer.Stop() // Go 1.23+: no stale tick can be received after Stop or Reset
 			p.c.stats.batches.Add(1)
-			p.c.stats.items.Add(uint64(len(batch)))
+			p.c.stats.items.Add(uint64(batch.len()))
 			if p.c.cfg.OnBatch != nil {
-				p.c.cfg.OnBatch(len(batch), time.Since(start))
+				p.c.cfg.OnBatch(batch.len(), time.Since(start))
 			}
-			for i, cl := range batch {
-				if cl.reply != nil {
+			for i, w := range batch.waiters {
+				if w != nil {
 					var data []byte
-					if i < len(a.replies) {
-						data = a.replies[i]
+					if i < len(a.Replies) {
+						data = a.Replies[i]
 					}
-					cl.reply <- callResult{data: data}
+					w <- callResult{data: data}
 				}
 			}
 			return nil
 		case <-timer.C:
 			p.c.stats.ackTimeouts.Add(1)
-			p.c.log.Debug("link ack timed out", "peer", p.name, "seq", seq, "items", len(batch))
+			p.c.log.Debug("link ack timed out", "peer", p.name, "seq", seq, "items", batch.len())
 			p.failed(batch, ErrNoAnswer)
 			return ErrNoAnswer
 		case <-p.stop:
@@ -323,14 +286,9 @@ func (p *peer) backOff(failures int, timer *time.Timer) bool {
 	d := min(20*time.Millisecond<<min(failures-1, 10), p.c.cfg.CallTimeout)
 	p.mu.Lock()
 	p.downUntil = time.Now().Add(d)
-	q := p.queue
-	p.queue = dropCalls(p.queue)
+	// Keep the items nobody waits for (table traffic); fail the calls.
+	p.queue.keep(func(_ item, w chan callResult) bool { return w == nil }, ErrUnreachable)
 	p.mu.Unlock()
-	for _, cl := range q {
-		if cl.reply != nil {
-			cl.reply <- callResult{err: ErrUnreachable}
-		}
-	}
 	timer.Reset(d)
 	select {
 	case <-timer.C:
@@ -342,25 +300,10 @@ func (p *peer) backOff(failures int, timer *time.Timer) bool {
 	}
 }
 
-// dropCalls keeps the items nobody waits for (table traffic).
-func dropCalls(q []*call) []*call {
-	out := make([]*call, 0, len(q))
-	for _, cl := range q {
-		if cl.reply == nil {
-			out = append(out, cl)
-		}
-	}
-	return out
-}
-
 // failed answers a batch that may not have arrived; the peer's copy of
 // our sessions may have missed deltas, so the next batch resyncs it.
-func (p *peer) failed(batch []*call, err error) {
-	for _, cl := range batch {
-		if cl.reply != nil {
-			cl.reply <- callResult{err: err}
-		}
-	}
+func (p *peer) failed(batch queue, err error) {
+	batch.fail(err)
 	p.mu.Lock()
 	p.needSnapshot = true
 	p.mu.Unlock()
@@ -370,62 +313,23 @@ func (p *peer) failed(batch []*call, err error) {
 func (p *peer) failQueued(err error) {
 	p.mu.Lock()
 	q := p.queue
-	p.queue = nil
+	p.queue = queue{}
 	p.mu.Unlock()
-	for _, cl := range q {
-		if cl.reply != nil {
-			cl.reply <- callResult{err: err}
-		}
-	}
+	q.fail(err)
 }
 
 // call queues an item for the peer and waits for the peer's reply.
-func (p *peer) call(ctx context.Context, kind byte, payload []byte) ([]byte, error) {
-	cl := &call{kind: kind, payload: payload, reply: make(chan callResult, 1)}
-	if err := p.enqueue(cl); err != nil {
+func (p *peer) call(ctx context.Context, it item) ([]byte, error) {
+	w := make(chan callResult, 1)
+	if err := p.enqueue(it, w); err != nil {
 		return nil, err
 	}
 	select {
-	case r := <-cl.reply:
+	case r := <-w:
 		return r.data, r.err
 	case <-ctx.Done():
 		return nil, ErrNoAnswer
 	}
-}
-
-func encodeBatch(from string, link, seq uint64, batch []*call) []byte {
-	size := len(from) + 32 + macSize
-	for _, cl := range batch {
-		size += len(cl.payload) + 6
-	}
-	b := make([]byte, 0, size)
-	b = append(b, msgBatch)
-	b = wire.AppendString(b, from)
-	b = wire.AppendUvarint(b, link)
-	b = wire.AppendUvarint(b, seq)
-	b = wire.AppendUvarint(b, uint64(len(batch)))
-	for _, cl := range batch {
-		b = append(b, cl.kind)
-		b = wire.AppendBytes(b, cl.payload)
-	}
-	return b
-}
-
-func encodeAck(from string, link, seq uint64, replies [][]byte) []byte {
-	size := len(from) + 32 + macSize
-	for _, r := range replies {
-		size += len(r) + 4
-	}
-	b := make([]byte, 0, size)
-	b = append(b, msgAck)
-	b = wire.AppendString(b, from)
-	b = wire.AppendUvarint(b, link)
-	b = wire.AppendUvarint(b, seq)
-	b = wire.AppendUvarint(b, uint64(len(replies)))
-	for _, r := range replies {
-		b = wire.AppendBytes(b, r)
-	}
-	return b
 }
 
 // receiveLoop handles the peer's batches in order and acks each one.
@@ -441,53 +345,104 @@ func (p *peer) receiveLoop() {
 	}
 }
 
-// handleItemRecovered handles one item of the peer's batch. A panic in it
-// (a bug, in the cluster or in the relay handler) is logged with its stack
-// and the item gets no reply; the link and the process go on.
-func (p *peer) handleItemRecovered(kind byte, payload []byte) (reply []byte) {
-	defer func() {
-		if v := recover(); v != nil {
-			p.c.log.Error("handling a batch item panicked: item dropped", "peer", p.name, "kind", kind,
-				"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-			reply = nil
-		}
-	}()
-	return p.c.handleItem(p, kind, payload)
-}
-
-func (p *peer) receive(msg []byte) {
-	r := wire.NewReader(msg[1:])
-	_ = r.String() // from: already routed here
-	link, seq := r.Uvarint(), r.Uvarint()
-	n := r.Count()
-	if r.Err() != nil {
-		p.c.log.Warn("malformed batch", "peer", p.name, "err", r.Err())
-		return
-	}
+// receive handles a batch of the peer's in order, unless it is late or
+// from an older link, and acks it with the items' replies. Then it
+// releases the batch.
+func (p *peer) receive(m *batchMsg) {
+	defer m.release()
 	switch {
-	case link < p.inLink:
+	case m.Link < p.inLink:
 		return // from an older link of the peer's (or an older run of it)
-	case link > p.inLink:
-		p.inLink, p.inSeq = link, 0
-	case seq <= p.inSeq:
+	case m.Link > p.inLink:
+		p.inLink, p.inSeq = m.Link, 0
+	case m.Seq <= p.inSeq:
 		return // late: the peer gave up on it and moved on
 	}
-	p.inSeq = seq
-	replies := make([][]byte, n)
-	for i := range n {
-		kind := r.Byte()
-		payload := r.Bytes()
-		if r.Err() != nil {
-			p.c.log.Warn("malformed batch item", "peer", p.name, "err", r.Err())
-			break
-		}
-		replies[i] = p.handleItemRecovered(kind, payload)
+	p.inSeq = m.Seq
+	a := ackMsg{header: header{From: p.c.cfg.NodeName, Link: m.Link, Seq: m.Seq}, Replies: make([][]byte, len(m.Items))}
+	for i, it := range m.Items {
+		a.Replies[i] = p.handleItemRecovered(it)
 	}
 	p.mu.Lock()
 	node := p.node
 	p.mu.Unlock()
-	out := p.c.auth.seal(encodeAck(p.c.cfg.NodeName, link, seq, replies), p.name)
-	if err := p.c.ml.SendReliable(node, out); err != nil {
+	if err := p.c.ml.SendReliable(node, p.c.auth.seal(a.encode(), p.name)); err != nil {
 		p.c.log.Debug("ack send failed", "peer", p.name, "err", err)
 	}
+}
+
+// handleItemRecovered handles one item of the peer's batch. A malformed
+// item is logged and dropped. A panic in it (a bug, in the cluster or in
+// the relay handler) is logged with its stack and the item gets no reply;
+// the link and the process go on.
+func (p *peer) handleItemRecovered(it item) (reply []byte) {
+	defer func() {
+		if v := recover(); v != nil {
+			p.c.log.Error("handling a batch item panicked: item dropped", "peer", p.name, "kind", it.Kind,
+				"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			reply = nil
+		}
+	}()
+	reply, err := p.handleItem(it)
+	if err != nil {
+		p.c.log.Warn("malformed batch item dropped", "peer", p.name, "kind", it.Kind, "err", err)
+	}
+	return reply
+}
+
+// handleItem decodes one item of the peer's batch by its kind and hands
+// it to that kind's handler; it returns the reply that goes back in the ack.
+func (p *peer) handleItem(it item) ([]byte, error) {
+	switch it.Kind {
+	case kindRelay:
+		m, err := decodeRelay(it.Body)
+		if err != nil {
+			return nil, err
+		}
+		return p.handleRelay(m), nil
+	case kindSnapshotReq:
+		return nil, decodeThen(it.Body, decodeSnapshotReq, p.handleSnapshotReq)
+	case kindSnapshot:
+		return nil, decodeThen(it.Body, decodeSnapshot, p.handleSnapshot)
+	case kindDelta:
+		return nil, decodeThen(it.Body, decodeDelta, p.handleDelta)
+	case kindEvict:
+		return nil, decodeThen(it.Body, decodeEvict, p.handleEvict)
+	case kindLeaving:
+		return nil, decodeThen(it.Body, decodeLeaving, p.handleLeaving)
+	default:
+		p.c.log.Warn("unknown item kind from peer", "peer", p.name, "kind", it.Kind)
+		return nil, nil
+	}
+}
+
+// decodeThen decodes b and hands the message to handle.
+func decodeThen[M any](b []byte, decode func([]byte) (M, error), handle func(M)) error {
+	m, err := decode(b)
+	if err != nil {
+		return err
+	}
+	handle(m)
+	return nil
+}
+
+// handleRelay hands a relay payload to the Handler; its reply goes back in the ack.
+func (p *peer) handleRelay(m relayMsg) []byte {
+	return p.c.handler.HandleRelay(p.name, m.Payload)
+}
+
+// handleSnapshotReq puts our snapshot in the next batch to the peer.
+func (p *peer) handleSnapshotReq(snapshotReqMsg) {
+	p.mu.Lock()
+	p.needSnapshot = true
+	p.mu.Unlock()
+	p.kick()
+}
+
+// handleLeaving notes that the peer leaves on purpose: when gossip reports
+// it gone, it is "left", not "dead".
+func (p *peer) handleLeaving(leavingMsg) {
+	p.c.mu.Lock()
+	p.c.leaving[p.name] = time.Now()
+	p.c.mu.Unlock()
 }

@@ -28,7 +28,7 @@ func TestDeriveLinkKey(t *testing.T) {
 
 func TestLinkAuthSealOpen(t *testing.T) {
 	a := newLinkAuth(testLinkKey)
-	msg := encodeBatch("a", 7, 1, []*call{{kind: kindRelay, payload: []byte("hello")}})
+	msg := encodeBatch("a", 7, 1, []item{relayMsg{Payload: []byte("hello")}.item()})
 	sealed := a.seal(bytes.Clone(msg), "b")
 	if len(sealed) != len(msg)+macSize {
 		t.Fatalf("sealed %d bytes, want %d", len(sealed), len(msg)+macSize)
@@ -47,7 +47,7 @@ func TestLinkAuthSealOpen(t *testing.T) {
 		to   string
 	}{
 		{"empty", nil, "b"},
-		{"type byte only", []byte{msgBatch}, "b"},
+		{"type byte only", []byte{byte(msgBatch)}, "b"},
 		{"no MAC", msg, "b"},
 		{"MAC cut short", sealed[:len(sealed)-1], "b"},
 		{"type byte changed", flipped(0), "b"},
@@ -80,7 +80,7 @@ func TestNotifyMsgRefusesBadMAC(t *testing.T) {
 
 	other := newLinkAuth(DeriveLinkKey([]byte("not the cluster's secret")))
 	good := newLinkAuth(testLinkKey)
-	items := []*call{{kind: kindRelay, payload: []byte("forged")}}
+	items := []item{relayMsg{Payload: []byte("forged")}.item()}
 	forged := encodeBatch("a", math.MaxUint64, 1, items)
 	bad := []struct {
 		name string
@@ -187,10 +187,10 @@ func TestClaimedSender(t *testing.T) {
 		want string
 	}{
 		{nil, ""},
-		{[]byte{msgBatch}, ""},
+		{[]byte{byte(msgBatch)}, ""},
 		{encodeBatch("n1", 1, 1, nil), "n1"},
 		{encodeBatch(long, 1, 1, nil), long[:maxClaimedName]},
-		{[]byte{msgBatch, 100, 'a', 0xff}, "a\uFFFD"}, // length past the end, invalid UTF-8
+		{[]byte{byte(msgBatch), 100, 'a', 0xff}, "a\uFFFD"}, // length past the end, invalid UTF-8
 	} {
 		if got := claimedSender(tc.msg); got != tc.want {
 			t.Errorf("claimedSender(%q) = %q, want %q", tc.msg, got, tc.want)
@@ -204,7 +204,7 @@ func BenchmarkLinkMAC(b *testing.B) {
 	a := newLinkAuth(testLinkKey)
 	for _, size := range []int{4 << 10, 64 << 10} {
 		msg := make([]byte, size, size+macSize)
-		msg[0] = msgBatch
+		msg[0] = byte(msgBatch)
 		b.Run(fmt.Sprintf("seal/size=%dKiB", size>>10), func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(size))

@@ -1,10 +1,6 @@
 package cluster
 
-import (
-	"time"
-
-	"wsmesh/internal/wire"
-)
+import "time"
 
 // LocalSession is a session this node holds, as the session hub reports it.
 type LocalSession struct {
@@ -12,167 +8,89 @@ type LocalSession struct {
 	Stamp                 uint64 // from Now(), taken when the session was accepted
 }
 
-// sameKeyLocked reports whether two sessions compete: same user and device
-// (same user with SingleDevice).
-func (c *Cluster) sameKey(a, b *Entry) bool {
-	return a.User == b.User && (c.cfg.SingleDevice || a.Device == b.Device)
-}
-
-// AddLocal records a session accepted here and announces it to every peer.
-// If the table knows a newer session of the same key on another node, this
-// one loses at once (Handler.Evict); older ones elsewhere are told directly
-// to go, without waiting for gossip.
+// AddLocal records a session accepted here, announces it to every peer and
+// settles it against the logins of its key on other nodes (evict.go): if
+// one is newer, this one goes at once (Handler.Evict); older ones are told
+// directly to go, without waiting for the delta. Logins of one key on this
+// node are the session hub's to settle.
 func (c *Cluster) AddLocal(s LocalSession) {
-	self := c.cfg.NodeName
-	e := &Entry{User: s.User, Device: s.Device, Session: s.Session, Node: self, Stamp: Stamp(s.Stamp)}
+	e := &Entry{User: s.User, Device: s.Device, Session: s.Session, Node: c.cfg.NodeName, Stamp: Stamp(s.Stamp)}
 	c.clock.Observe(e.Stamp)
-	evictSelf := false
-	var losers []*Entry
 	t := c.table
 	t.mu.Lock()
-	o := t.origins[self]
+	o := t.origins[c.cfg.NodeName]
 	o.seq++
 	t.addLocked(o, e)
-	for _, other := range t.byUser[e.User] {
-		if other.Node == self || !c.sameKey(other, e) {
-			continue
-		}
-		if newer(other, e) {
-			evictSelf = true
-		} else {
-			losers = append(losers, other)
-		}
-	}
-	c.announceLocked(encodeDelta(c.epoch, o.seq, opConnect, e))
+	here, elsewhere := t.evictionsLocked(e)
+	c.announceTableLocked(deltaMsg{Epoch: c.epoch, Seq: o.seq, Op: opConnect, Entry: e}.item())
 	t.mu.Unlock()
 
-	if evictSelf {
-		c.log.Info("newer login of the same key elsewhere: evicting", "user", e.User, "device", e.Device, "session", e.Session)
-		c.handler.Evict(e.User, e.Session)
-	}
-	for _, l := range losers {
+	c.evictHere(here)
+	for _, l := range elsewhere {
 		c.sendEvict(l, e)
 	}
 }
 
 // RemoveLocal forgets a session of this node and announces it.
 func (c *Cluster) RemoveLocal(user, session string) {
-	self := c.cfg.NodeName
 	t := c.table
 	t.mu.Lock()
-	o := t.origins[self]
+	o := t.origins[c.cfg.NodeName]
 	if e := t.removeLocked(o, session); e != nil {
 		o.seq++
-		c.announceLocked(encodeDelta(c.epoch, o.seq, opDisconnect, e))
+		c.announceTableLocked(deltaMsg{Epoch: c.epoch, Seq: o.seq, Op: opDisconnect, Entry: e}.item())
 	}
 	t.mu.Unlock()
 }
 
-// announceLocked queues a delta to every peer; c.table.mu must be held.
-func (c *Cluster) announceLocked(delta []byte) {
+// announceTableLocked queues a delta to every peer; c.table.mu must be held
+// (write): deltas are queued in seq order.
+func (c *Cluster) announceTableLocked(delta item) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, p := range c.peers {
-		p.enqueueDeltaLocked(delta)
+		p.enqueueDeltaTableLocked(delta)
 	}
 }
 
-// sendEvict tells loser's node that winner, a newer login, replaces it.
-func (c *Cluster) sendEvict(loser, winner *Entry) {
-	c.mu.Lock()
-	p := c.peers[loser.Node]
-	c.mu.Unlock()
-	if p == nil {
-		return
-	}
-	b := wire.AppendString(nil, loser.User)
-	b = wire.AppendString(b, loser.Session)
-	b = appendEntry(b, winner)
-	b = wire.AppendString(b, winner.Node)
-	if err := p.enqueue(&call{kind: kindEvict, payload: b}); err != nil {
-		c.log.Warn("could not tell a node to evict an older login; gossip will", "peer", loser.Node, "user", loser.User, "err", err)
-	}
-}
-
-// handleItem handles one item of a peer's batch and returns its reply.
-func (c *Cluster) handleItem(p *peer, kind byte, payload []byte) []byte {
-	switch kind {
-	case kindRelay:
-		return c.handler.HandleRelay(p.name, payload)
-	case kindSnapshotReq:
-		p.mu.Lock()
-		p.needSnapshot = true
-		p.mu.Unlock()
-		p.kick()
-	case kindSnapshot:
-		c.applySnapshot(p, payload)
-	case kindDelta:
-		c.applyDelta(p, payload)
-	case kindEvict:
-		c.applyEvict(p, payload)
-	case kindLeaving:
-		c.mu.Lock()
-		c.leaving[p.name] = time.Now()
-		c.mu.Unlock()
-	default:
-		c.log.Warn("unknown item kind from peer", "peer", p.name, "kind", kind)
-	}
-	return nil
-}
-
-func (c *Cluster) applySnapshot(p *peer, payload []byte) {
-	r := wire.NewReader(payload)
-	epoch, seq := r.Uvarint(), r.Uvarint()
-	n := r.Count()
-	entries := make([]*Entry, 0, n)
-	for range n {
-		entries = append(entries, readEntry(r, p.name))
-	}
-	if r.Err() != nil {
-		c.log.Warn("malformed snapshot", "peer", p.name, "err", r.Err())
-		return
-	}
-	t := c.table
-	var losers []*Entry
+// handleSnapshot replaces what this node knows of the peer's sessions,
+// unless the snapshot is from an earlier run of the peer, and evicts this
+// node's sessions that the peer's newer ones replace.
+func (p *peer) handleSnapshot(m snapshotMsg) {
+	c, t := p.c, p.c.table
+	var here []*Entry
 	t.mu.Lock()
-	if old := t.origins[p.name]; old != nil && old.epoch > epoch {
+	if old := t.origins[p.name]; old != nil && old.epoch > m.Epoch {
 		t.mu.Unlock()
 		return // from a previous run of the peer
 	}
 	t.dropLocked(p.name)
 	o := t.originLocked(p.name)
-	o.epoch, o.seq = epoch, seq
-	for _, e := range entries {
+	o.epoch, o.seq = m.Epoch, m.Seq
+	for _, e := range m.Entries {
+		e.Node = p.name
 		c.clock.Observe(e.Stamp)
 		t.addLocked(o, e)
-		losers = append(losers, c.localLosersLocked(e)...)
+		h, _ := t.evictionsLocked(e)
+		here = append(here, h...)
 	}
 	t.mu.Unlock()
-	c.log.Debug("snapshot applied", "peer", p.name, "sessions", len(entries), "seq", seq)
-	c.evictLocal(losers)
+	c.log.Debug("snapshot applied", "peer", p.name, "sessions", len(m.Entries), "seq", m.Seq)
+	c.evictHere(here)
 }
 
-func (c *Cluster) applyDelta(p *peer, payload []byte) {
-	r := wire.NewReader(payload)
-	epoch, seq, op := r.Uvarint(), r.Uvarint(), r.Byte()
-	var e *Entry
-	if op == opConnect {
-		e = readEntry(r, p.name)
-	} else {
-		e = &Entry{Session: r.String(), Node: p.name}
-	}
-	if r.Err() != nil {
-		c.log.Warn("malformed delta", "peer", p.name, "err", r.Err())
-		return
-	}
-	t := c.table
+// handleDelta applies the peer's next delta, or asks the peer for a
+// snapshot when the delta shows a gap or a new run of it; a connect evicts
+// this node's sessions it replaces.
+func (p *peer) handleDelta(m deltaMsg) {
+	c, t := p.c, p.c.table
 	t.mu.Lock()
 	o := t.origins[p.name]
 	switch {
-	case o != nil && o.epoch == epoch && seq <= o.seq:
+	case o != nil && o.epoch == m.Epoch && m.Seq <= o.seq:
 		t.mu.Unlock()
 		return // already applied (in a snapshot)
-	case o == nil || o.epoch != epoch || seq != o.seq+1:
+	case o == nil || o.epoch != m.Epoch || m.Seq != o.seq+1:
 		// A gap or a new run of the peer: ask for its snapshot, which
 		// comes on the same ordered link, before its later deltas.
 		ask := o == nil || time.Since(o.askedAt) > c.cfg.CallTimeout
@@ -181,59 +99,22 @@ func (c *Cluster) applyDelta(p *peer, payload []byte) {
 		}
 		t.mu.Unlock()
 		if ask {
-			c.log.Debug("session table gap: asking for a snapshot", "peer", p.name, "seq", seq)
-			_ = p.enqueue(&call{kind: kindSnapshotReq})
+			c.log.Debug("session table gap: asking for a snapshot", "peer", p.name, "seq", m.Seq)
+			_ = p.send(snapshotReqMsg{}.item())
 		}
 		return
 	}
-	o.seq = seq
-	var losers []*Entry
-	if op == opConnect {
+	o.seq = m.Seq
+	var here []*Entry
+	if m.Op == opConnect {
+		e := m.Entry
+		e.Node = p.name
 		c.clock.Observe(e.Stamp)
 		t.addLocked(o, e)
-		losers = c.localLosersLocked(e)
+		here, _ = t.evictionsLocked(e)
 	} else {
-		t.removeLocked(o, e.Session)
+		t.removeLocked(o, m.Entry.Session)
 	}
 	t.mu.Unlock()
-	c.evictLocal(losers)
-}
-
-func (c *Cluster) applyEvict(p *peer, payload []byte) {
-	r := wire.NewReader(payload)
-	user, victim := r.String(), r.String()
-	winner := readEntry(r, "")
-	winner.Node = r.String()
-	if r.Err() != nil {
-		c.log.Warn("malformed evict", "peer", p.name, "err", r.Err())
-		return
-	}
-	c.clock.Observe(winner.Stamp)
-	t := c.table
-	t.mu.RLock()
-	l := t.origins[c.cfg.NodeName].sessions[victim]
-	lose := l != nil && l.User == user && c.sameKey(l, winner) && newer(winner, l)
-	t.mu.RUnlock()
-	if lose {
-		c.evictLocal([]*Entry{l})
-	}
-}
-
-// localLosersLocked returns this node's sessions that e, a remote session,
-// replaces; c.table.mu must be held.
-func (c *Cluster) localLosersLocked(e *Entry) []*Entry {
-	var out []*Entry
-	for _, l := range c.table.byUser[e.User] {
-		if l.Node == c.cfg.NodeName && c.sameKey(l, e) && newer(e, l) {
-			out = append(out, l)
-		}
-	}
-	return out
-}
-
-func (c *Cluster) evictLocal(losers []*Entry) {
-	for _, l := range losers {
-		c.log.Info("newer login of the same key on another node: evicting", "user", l.User, "device", l.Device, "session", l.Session)
-		c.handler.Evict(l.User, l.Session)
-	}
+	c.evictHere(here)
 }

@@ -4,17 +4,17 @@ import (
 	"slices"
 	"sync"
 	"time"
-
-	"wsmesh/internal/wire"
 )
 
 // Entry is one session in the cluster-wide table.
 type Entry struct {
 	User    string
 	Device  string
-	Session string // unique on its node
+	Session string // the session id: unique on its node
 	Node    string // the node that holds it: the only authority for it
 	Stamp   Stamp  // when it was accepted; the newest login of a key wins
+
+	evicted bool // this node's session, told to go (Handler.Evict); guarded by table.mu
 }
 
 // origin is what this node knows of one node's sessions.
@@ -27,16 +27,24 @@ type origin struct {
 
 // table is the cluster-wide session table: every node's sessions, each
 // origin's copy updated in order by that origin's deltas and snapshots.
+// It also settles which of two logins of a key on different nodes stays
+// (evict.go). Its methods ending in Locked are called with t.mu held:
+// write, unless they say read.
 type table struct {
-	mu      sync.RWMutex // lock order: table.mu before peer.mu
+	self         string // this node's name
+	singleDevice bool   // a user's sessions compete whatever their device
+
+	mu      sync.RWMutex // guards the fields below; lock order: table.mu, Cluster.mu, peer.mu (LOCKS.md)
 	origins map[string]*origin
 	byUser  map[string][]*Entry
 }
 
-func newTable() *table {
-	return &table{origins: map[string]*origin{}, byUser: map[string][]*Entry{}}
+// newTable returns the table of node self.
+func newTable(self string, singleDevice bool) *table {
+	return &table{self: self, singleDevice: singleDevice, origins: map[string]*origin{}, byUser: map[string][]*Entry{}}
 }
 
+// originLocked returns what the table holds of node name, adding it if new.
 func (t *table) originLocked(name string) *origin {
 	o := t.origins[name]
 	if o == nil {
@@ -55,6 +63,8 @@ func (t *table) addLocked(o *origin, e *Entry) {
 	t.byUser[e.User] = append(t.byUser[e.User], e)
 }
 
+// removeLocked forgets o's session with that id and returns it; nil if o
+// has none.
 func (t *table) removeLocked(o *origin, session string) *Entry {
 	e := o.sessions[session]
 	if e == nil {
@@ -65,6 +75,7 @@ func (t *table) removeLocked(o *origin, session string) *Entry {
 	return e
 }
 
+// unindexLocked takes e out of the by-user index.
 func (t *table) unindexLocked(e *Entry) {
 	list := t.byUser[e.User]
 	if i := slices.Index(list, e); i >= 0 {
@@ -124,41 +135,21 @@ func (t *table) size() int {
 	return n
 }
 
-// Delta ops.
-const (
-	opConnect    byte = 1
-	opDisconnect byte = 2
-)
-
-func appendEntry(b []byte, e *Entry) []byte {
-	b = wire.AppendString(b, e.Session)
-	b = wire.AppendString(b, e.User)
-	b = wire.AppendString(b, e.Device)
-	return wire.AppendUvarint(b, uint64(e.Stamp))
-}
-
-func readEntry(r *wire.Reader, node string) *Entry {
-	return &Entry{Session: r.String(), User: r.String(), Device: r.String(), Stamp: Stamp(r.Uvarint()), Node: node}
-}
-
-// encodeDelta: epoch, seq, op, then the entry (connect) or session id.
-func encodeDelta(epoch, seq uint64, op byte, e *Entry) []byte {
-	b := wire.AppendUvarint(nil, epoch)
-	b = wire.AppendUvarint(b, seq)
-	b = append(b, op)
-	if op == opConnect {
-		return appendEntry(b, e)
-	}
-	return wire.AppendString(b, e.Session)
-}
-
-// encodeSnapshotLocked: epoch, seq, count, entries. t.mu must be held.
-func encodeSnapshotLocked(epoch uint64, o *origin) []byte {
-	b := wire.AppendUvarint(nil, epoch)
-	b = wire.AppendUvarint(b, o.seq)
-	b = wire.AppendUvarint(b, uint64(len(o.sessions)))
+// snapshotLocked returns origin name's sessions as a snapshot; t.mu must
+// be held (read).
+func (t *table) snapshotLocked(name string) snapshotMsg {
+	o := t.origins[name]
+	m := snapshotMsg{Epoch: o.epoch, Seq: o.seq, Entries: make([]*Entry, 0, len(o.sessions))}
 	for _, e := range o.sessions {
-		b = appendEntry(b, e)
+		m.Entries = append(m.Entries, e)
 	}
-	return b
+	return m
+}
+
+// digest returns origin name's epoch and last seq.
+func (t *table) digest(name string) digestMsg {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	o := t.origins[name]
+	return digestMsg{Node: name, Epoch: o.epoch, Seq: o.seq}
 }

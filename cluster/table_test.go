@@ -3,12 +3,10 @@ package cluster
 import (
 	"slices"
 	"testing"
-
-	"wsmesh/internal/wire"
 )
 
 func TestTableIndexAndDrop(t *testing.T) {
-	tb := newTable()
+	tb := newTable("a", false)
 	tb.mu.Lock()
 	a := tb.originLocked("a")
 	b := tb.originLocked("b")
@@ -43,29 +41,5 @@ func TestTableIndexAndDrop(t *testing.T) {
 	}
 	if o := tb.owners("u"); !slices.Equal(o, []string{"a"}) {
 		t.Fatalf("owners(u) after drop = %v", o)
-	}
-}
-
-func TestSnapshotAndDeltaEncoding(t *testing.T) {
-	tb := newTable()
-	tb.mu.Lock()
-	o := tb.originLocked("n1")
-	o.seq = 41
-	e := &Entry{User: "u", Device: "web", Session: "s1", Node: "n1", Stamp: 1234}
-	tb.addLocked(o, e)
-	snap := encodeSnapshotLocked(7, o)
-	tb.mu.Unlock()
-
-	r := wire.NewReader(snap)
-	if ep, seq, n := r.Uvarint(), r.Uvarint(), r.Count(); ep != 7 || seq != 41 || n != 1 {
-		t.Fatalf("snapshot header %d %d %d", ep, seq, n)
-	}
-	if got := readEntry(r, "n1"); *got != *e || r.Err() != nil {
-		t.Fatalf("snapshot entry %+v err %v", got, r.Err())
-	}
-
-	d := wire.NewReader(encodeDelta(7, 42, opDisconnect, e))
-	if ep, seq, op, s := d.Uvarint(), d.Uvarint(), d.Byte(), d.String(); ep != 7 || seq != 42 || op != opDisconnect || s != "s1" {
-		t.Fatalf("disconnect delta %d %d %d %q", ep, seq, op, s)
 	}
 }

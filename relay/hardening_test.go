@@ -3,9 +3,7 @@ package relay
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -16,23 +14,11 @@ import (
 	"testing"
 	"time"
 
-	"wsmesh/cluster"
 	"wsmesh/session"
 )
 
 // waitLimit bounds every awaited event.
 const waitLimit = 10 * time.Second
-
-// fakeCluster is a cluster of one node, "n1", that holds no remote sessions.
-type fakeCluster struct{}
-
-func (fakeCluster) Name() string              { return "n1" }
-func (fakeCluster) Members() []cluster.Member { return nil }
-func (fakeCluster) TableSize() int            { return 0 }
-func (fakeCluster) Owners(string) []string    { return nil }
-func (fakeCluster) Call(context.Context, string, []byte) ([]byte, error) {
-	return nil, errors.New("fake cluster: no other nodes")
-}
 
 // logBuffer collects log lines, and passes them to t.Logf.
 type logBuffer struct {
@@ -59,22 +45,22 @@ func (l *logBuffer) String() string {
 	return l.buf.String()
 }
 
-// newTestServer returns a Server on a fake single-node cluster, with small
-// limits (MaxBodyBytes 4096, MaxUsersPerSend 8) unless cfg sets others,
-// and the log it writes (to t.Logf too) unless cfg.Logger is set.
+// newTestServer returns a Server with a hub of its own (tokens from
+// testAuth), on a fake single-node cluster "n1" unless cfg.Cluster is set,
+// with small limits (MaxBodyBytes 4096, MaxUsersPerSend 8) unless cfg sets
+// others, and the log it writes (to t.Logf too) unless cfg.Logger is set.
 func newTestServer(tb testing.TB, cfg Config) (*Server, *logBuffer) {
 	tb.Helper()
 	logs := &logBuffer{tb: tb}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	auth, err := session.NewAuthenticator([]byte("relay-test-secret"))
+	hub, err := session.New(session.Config{Auth: testAuth(tb), Logger: log})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	hub, err := session.New(session.Config{Auth: auth, Logger: log})
-	if err != nil {
-		tb.Fatal(err)
+	cfg.Hub = hub
+	if cfg.Cluster == nil {
+		cfg.Cluster = &fakeCluster{}
 	}
-	cfg.Hub, cfg.Cluster = hub, fakeCluster{}
 	if cfg.Logger == nil {
 		cfg.Logger = log
 	}

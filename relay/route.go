@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"wsmesh/cluster"
-	"wsmesh/internal/wire"
 	"wsmesh/session"
 )
 
@@ -22,7 +21,7 @@ func (s *Server) route(ctx context.Context, users []string, device string, frame
 	remote := map[string][]int{} // node -> indexes into users
 	for i, u := range users {
 		for _, d := range s.cfg.Hub.Deliver(u, device, frame) {
-			out[i] = append(out[i], localResult(u, self, d))
+			out[i] = append(out[i], deliveryResult(d).result(u, self))
 		}
 		for _, node := range s.cfg.Cluster.Owners(u) {
 			if node != self {
@@ -64,27 +63,17 @@ func (s *Server) route(ctx context.Context, users []string, device string, frame
 	return out
 }
 
-func localResult(user, node string, d session.Delivery) Result {
-	r := Result{User: user, Device: d.Device, Node: node, Status: StatusDelivered}
-	if d.Err != nil {
-		r.Status, r.Error = StatusError, errorReason(d.Err)
-	}
-	return r
-}
-
 // forward asks node to deliver frame to users[idx...] and returns what it
 // said for each. A node that is gone or does not answer in time has no
 // sessions as far as the caller can know: its users get no result (offline).
 func (s *Server) forward(ctx context.Context, node string, users []string, idx []int, device string, frame []byte) [][]Result {
 	out := make([][]Result, len(idx))
-	req := wire.AppendString(nil, device)
-	req = wire.AppendUvarint(req, uint64(len(idx)))
-	for _, i := range idx {
-		req = wire.AppendString(req, users[i])
+	req := relayRequest{Device: device, Users: make([]string, len(idx)), Frame: frame}
+	for j, i := range idx {
+		req.Users[j] = users[i]
 	}
-	req = wire.AppendBytes(req, frame)
 	start := time.Now()
-	reply, err := s.cfg.Cluster.Call(ctx, node, req)
+	payload, err := s.cfg.Cluster.Call(ctx, node, req.append(nil))
 	if s.cfg.OnForward != nil {
 		s.cfg.OnForward(node, time.Since(start), err)
 	}
@@ -98,24 +87,19 @@ func (s *Server) forward(ctx context.Context, node string, users []string, idx [
 		s.log.Debug("owner unreachable: its users reported offline", "node", node, "users", len(idx), "err", err)
 		return out
 	}
-	r := wire.NewReader(reply)
-	if n := r.Count(); n != len(idx) {
-		s.log.Warn("malformed relay reply", "node", node, "users", n, "want", len(idx))
+	reply, err := decodeRelayReply(payload)
+	if err != nil {
+		s.log.Warn("malformed relay reply", "node", node, "err", err)
+		return out
+	}
+	if len(reply.Users) != len(idx) {
+		s.log.Warn("malformed relay reply", "node", node, "users", len(reply.Users), "want", len(idx))
 		return out
 	}
 	for j, i := range idx {
-		k := r.Count()
-		for range k {
-			res := Result{User: users[i], Device: r.String(), Node: node, Status: StatusDelivered}
-			if msg := r.String(); msg != "" {
-				res.Status, res.Error = StatusError, msg
-			}
-			out[j] = append(out[j], res)
+		for _, sr := range reply.Users[j] {
+			out[j] = append(out[j], sr.result(users[i], node))
 		}
-	}
-	if r.Err() != nil {
-		s.log.Warn("malformed relay reply", "node", node, "err", r.Err())
-		return make([][]Result, len(idx))
 	}
 	return out
 }
@@ -123,31 +107,18 @@ func (s *Server) forward(ctx context.Context, node string, users []string, idx [
 // HandleRelay delivers a message relayed by another node to the sessions
 // here and says what happened to each; it implements cluster.Handler.
 func (s *Server) HandleRelay(from string, payload []byte) []byte {
-	r := wire.NewReader(payload)
-	device := r.String()
-	users := make([]string, r.Count())
-	for i := range users {
-		users[i] = r.String()
-	}
-	frame := r.Bytes()
-	if r.Err() != nil {
-		s.log.Warn("malformed relay request", "from", from, "err", r.Err())
+	req, err := decodeRelayRequest(payload)
+	if err != nil {
+		s.log.Warn("malformed relay request", "from", from, "err", err)
 		return nil
 	}
-	reply := wire.AppendUvarint(nil, uint64(len(users)))
-	for _, u := range users {
-		ds := s.cfg.Hub.Deliver(u, device, frame)
-		reply = wire.AppendUvarint(reply, uint64(len(ds)))
-		for _, d := range ds {
-			reply = wire.AppendString(reply, d.Device)
-			msg := ""
-			if d.Err != nil {
-				msg = errorReason(d.Err)
-			}
-			reply = wire.AppendString(reply, msg)
+	reply := relayReply{Users: make([][]sessionResult, len(req.Users))}
+	for i, u := range req.Users {
+		for _, d := range s.cfg.Hub.Deliver(u, req.Device, req.Frame) {
+			reply.Users[i] = append(reply.Users[i], deliveryResult(d))
 		}
 	}
-	return reply
+	return reply.append(nil)
 }
 
 // Evict closes a local session that lost to a newer login on another
@@ -160,8 +131,8 @@ type Announcer struct{ Cluster *cluster.Cluster }
 
 // SessionOpened records a new local session.
 func (a Announcer) SessionOpened(i session.Info) {
-	a.Cluster.AddLocal(cluster.LocalSession{User: i.User, Device: i.Device, Session: i.ID, Stamp: i.Stamp})
+	a.Cluster.AddLocal(cluster.LocalSession{User: i.User, Device: i.Device, Session: i.Session, Stamp: i.Stamp})
 }
 
 // SessionClosed forgets a local session.
-func (a Announcer) SessionClosed(i session.Info) { a.Cluster.RemoveLocal(i.User, i.ID) }
+func (a Announcer) SessionClosed(i session.Info) { a.Cluster.RemoveLocal(i.User, i.Session) }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 
+	"wsmesh/internal/httpx"
 	"wsmesh/session"
 )
 
@@ -64,14 +65,14 @@ func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	s.sends.Add(1)
-	s.results[0].Add(uint64(resp.Delivered))
-	s.results[1].Add(uint64(resp.Offline))
-	s.results[2].Add(uint64(resp.Failed))
+	s.delivered.Add(uint64(resp.Delivered))
+	s.offline.Add(uint64(resp.Offline))
+	s.failed.Add(uint64(resp.Failed))
 	if s.log.Enabled(r.Context(), slog.LevelDebug) {
 		s.log.Debug("send", "id", id, "users", len(req.Users), "device", clip(req.Device),
 			"delivered", resp.Delivered, "offline", resp.Offline, "failed", resp.Failed)
 	}
-	writeJSON(w, http.StatusOK, resp)
+	httpx.WriteJSON(w, http.StatusOK, resp)
 	return nil
 }
 

@@ -1,13 +1,13 @@
 // Package relay joins the session hub and the cluster: it serves the HTTP API
-// (POST /send, GET /healthz, GET /cluster, and GET /ws from the hub), finds
-// which node holds each recipient and hands the message to it.
+// (POST /send, GET /healthz, GET /cluster, GET /metrics, and GET /ws from
+// the hub), finds which node holds each recipient and hands the message to
+// it, and answers the messages other nodes relay here (messages.go).
 package relay
 
 import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +20,7 @@ import (
 	"unicode/utf8"
 
 	"wsmesh/cluster"
+	"wsmesh/internal/httpx"
 	"wsmesh/internal/realip"
 	"wsmesh/session"
 )
@@ -61,8 +62,9 @@ type Server struct {
 
 	reads bodyReads // request bodies being read, for CutBodyReads
 
-	sends   atomic.Uint64
-	results [3]atomic.Uint64 // by status: delivered, offline, error
+	// Running totals for Stats: /send calls answered 200, and their
+	// results by status.
+	sends, delivered, offline, failed atomic.Uint64
 }
 
 // Stats are the API's running totals, for metrics.
@@ -75,7 +77,7 @@ type Stats struct {
 
 // Stats returns the running totals.
 func (s *Server) Stats() Stats {
-	return Stats{Sends: s.sends.Load(), Delivered: s.results[0].Load(), Offline: s.results[1].Load(), Failed: s.results[2].Load()}
+	return Stats{Sends: s.sends.Load(), Delivered: s.delivered.Load(), Offline: s.offline.Load(), Failed: s.failed.Load()}
 }
 
 // New validates cfg, fills defaults and returns a Server.
@@ -96,12 +98,13 @@ func New(cfg Config) (*Server, error) {
 	for _, k := range cfg.APIKeys {
 		s.keys = append(s.keys, sha256.Sum256([]byte(k)))
 	}
+	// Any method: the hub answers all but GET with its own JSON 405.
 	s.mux.Handle("/ws", cfg.Hub)
-	s.mux.Handle("/send", s.endpoint(http.MethodPost, true, s.handleSend))
-	s.mux.Handle("/healthz", s.endpoint(http.MethodGet, false, s.handleHealthz))
-	s.mux.Handle("/cluster", s.endpoint(http.MethodGet, true, s.handleCluster))
+	s.handle("POST /send", s.withAPIKey(s.handleSend))
+	s.handle("GET /healthz", s.public(s.handleHealthz))
+	s.handle("GET /cluster", s.withAPIKey(s.handleCluster))
 	if cfg.Metrics != nil {
-		s.mux.Handle("/metrics", s.endpoint(http.MethodGet, true, func(w http.ResponseWriter, r *http.Request) error {
+		s.handle("GET /metrics", s.withAPIKey(func(w http.ResponseWriter, r *http.Request) error {
 			cfg.Metrics.ServeHTTP(w, r)
 			return nil
 		}))
@@ -109,10 +112,27 @@ func New(cfg Config) (*Server, error) {
 	for pattern, h := range cfg.Routes {
 		s.mux.Handle(pattern, h)
 	}
-	s.mux.Handle("/", s.endpoint("", false, func(w http.ResponseWriter, r *http.Request) error {
+	s.mux.Handle("/", s.public(func(w http.ResponseWriter, r *http.Request) error {
 		return httpErrorf(http.StatusNotFound, "no such endpoint: %s", clip(r.URL.Path))
 	}))
 	return s, nil
+}
+
+// handle serves pattern, "METHOD /path", with h, and answers every other
+// method on /path with a JSON 405 whose Allow header names METHOD. Without
+// that, ServeMux would hand a wrong method to the catch-all "/" (a 404), or
+// with no catch-all answer a plain-text 405 itself. A GET pattern serves
+// HEAD too (ServeMux does that).
+func (s *Server) handle(pattern string, h http.Handler) {
+	method, path, ok := strings.Cut(pattern, " ")
+	if !ok || method == "" || !strings.HasPrefix(path, "/") {
+		panic("relay: pattern " + strconv.Quote(pattern) + " is not \"METHOD /path\"")
+	}
+	s.mux.Handle(pattern, h)
+	s.mux.Handle(path, s.public(func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Allow", method)
+		return httpErrorf(http.StatusMethodNotAllowed, "method %s not allowed; use %s", clip(r.Method), method)
+	}))
 }
 
 // ServeHTTP routes a request. Requests that ServeMux would answer itself,
@@ -197,25 +217,30 @@ func httpErrorf(status int, format string, args ...any) error {
 	return &httpError{status: status, msg: fmt.Sprintf(format, args...)}
 }
 
-// endpoint adapts a handler that returns an error: it checks the method
-// (405 with Allow) and the API key (401), and answers an error with its
-// status and {"error": ...}, logging it.
-func (s *Server) endpoint(method string, needKey bool, h func(http.ResponseWriter, *http.Request) error) http.Handler {
+// endpointFunc is an endpoint that answers, or returns an error for the
+// adapter (public, withAPIKey) to answer: an *httpError with its status,
+// anything else as a 500 (answerError).
+type endpointFunc func(w http.ResponseWriter, r *http.Request) error
+
+// public serves h to anyone, answering its error with its status and
+// {"error": ...}, logged.
+func (s *Server) public(h endpointFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var err error
-		switch {
-		case method != "" && r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead):
-			w.Header().Set("Allow", method)
-			err = httpErrorf(http.StatusMethodNotAllowed, "method %s not allowed; use %s", clip(r.Method), method)
-		case needKey && !s.authorized(r):
-			w.Header().Set("WWW-Authenticate", `Bearer realm="wsmesh"`)
-			err = httpErrorf(http.StatusUnauthorized, "missing or wrong API key (Authorization: Bearer <key>)")
-		default:
-			err = h(w, r)
-		}
-		if err != nil {
+		if err := h(w, r); err != nil {
 			s.answerError(w, r, err)
 		}
+	})
+}
+
+// withAPIKey serves h, as public does, to requests that carry one of the
+// API keys (authorized); others get 401 with WWW-Authenticate.
+func (s *Server) withAPIKey(h endpointFunc) http.Handler {
+	return s.public(func(w http.ResponseWriter, r *http.Request) error {
+		if !s.authorized(r) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="wsmesh"`)
+			return httpErrorf(http.StatusUnauthorized, "missing or wrong API key (Authorization: Bearer <key>)")
+		}
+		return h(w, r)
 	})
 }
 
@@ -230,7 +255,7 @@ func (s *Server) answerError(w http.ResponseWriter, r *http.Request, err error) 
 	} else {
 		s.log.Info("request refused", "method", clip(r.Method), "path", clip(r.URL.Path), "remote", s.cfg.TrustedProxies.ClientAddr(r), "status", he.status, "error", he.msg)
 	}
-	writeJSON(w, he.status, map[string]string{"error": he.msg})
+	httpx.WriteError(w, he.status, he.msg)
 }
 
 // authorized checks "Authorization: Bearer <key>" against every key in
@@ -239,11 +264,11 @@ func (s *Server) authorized(r *http.Request) bool {
 	if len(s.keys) == 0 {
 		return true
 	}
-	h := r.Header.Get("Authorization")
-	if len(h) < 7 || !strings.EqualFold(h[:7], "bearer ") {
+	token, isBearer := httpx.BearerToken(r)
+	if !isBearer {
 		return false
 	}
-	got := sha256.Sum256([]byte(strings.TrimSpace(h[7:])))
+	got := sha256.Sum256([]byte(token))
 	ok := 0
 	for _, k := range s.keys {
 		ok |= subtle.ConstantTimeCompare(got[:], k[:])
@@ -252,7 +277,7 @@ func (s *Server) authorized(r *http.Request) bool {
 }
 
 func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) error {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	return nil
 }
 
@@ -263,12 +288,6 @@ type clusterResponse struct {
 }
 
 func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) error {
-	writeJSON(w, http.StatusOK, clusterResponse{Node: s.cfg.Cluster.Name(), TableSize: s.cfg.Cluster.TableSize(), Members: s.cfg.Cluster.Members()})
+	httpx.WriteJSON(w, http.StatusOK, clusterResponse{Node: s.cfg.Cluster.Name(), TableSize: s.cfg.Cluster.TableSize(), Members: s.cfg.Cluster.Members()})
 	return nil
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
 }

@@ -4,10 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"wsmesh/internal/httpx"
 )
 
 // DefaultDevice is the device of a token that names none.
@@ -130,8 +131,6 @@ func TokenFromRequest(r *http.Request) string {
 	if t := r.URL.Query().Get("token"); t != "" {
 		return t
 	}
-	if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
-		return strings.TrimSpace(h[7:])
-	}
-	return ""
+	t, _ := httpx.BearerToken(r) // "" when there is none
+	return t
 }

@@ -52,7 +52,7 @@ func benchHub(tb testing.TB, sendQueue int) *Hub {
 // running, as one is under load, so Enqueue only queues: benchDrain stands in
 // for that writer taking the queue.
 func benchSession(h *Hub, user string) *Session {
-	return &Session{hub: h, info: Info{ID: user, User: user, Device: DefaultDevice}, writing: true}
+	return &Session{hub: h, info: Info{Session: user, User: user, Device: DefaultDevice}, writing: true}
 }
 
 // benchDrain empties s's queue, as the writer does when it takes a batch.

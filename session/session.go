@@ -18,7 +18,7 @@ var (
 
 // Info describes a session.
 type Info struct {
-	ID        string
+	Session   string // the session id: unique on this node
 	User      string
 	Device    string
 	Remote    string
@@ -98,15 +98,19 @@ func (s *Session) Close(dc Disconnect) {
 	s.mu.Unlock()
 }
 
-// evict sends the "evicted" frame, then closes with 4000.
-func (s *Session) evict() {
+// evict sends the "evicted" frame, then closes with 4000. It reports
+// whether it did: false if the session was closing already (evicted
+// before, or closed for another reason).
+func (s *Session) evict() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closing == nil {
-		s.messages++
-		s.pushLocked(item{op: opMessage, data: frameEvicted})
-		s.closeLocked(disconnectEvicted)
+	if s.closing != nil {
+		return false
 	}
+	s.messages++
+	s.pushLocked(item{op: opMessage, data: frameEvicted})
+	s.closeLocked(disconnectEvicted)
+	return true
 }
 
 // owePing asks the writer for a server ping.
@@ -211,7 +215,7 @@ func (s *Session) recoverWriter() {
 		return
 	}
 	s.hub.log.Error("session writer panicked: closing this connection", "user", s.info.User, "device", s.info.Device,
-		"remote", s.info.Remote, "session", s.info.ID, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		"remote", s.info.Remote, "session", s.info.Session, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 	s.mu.Lock()
 	s.writing = false
 	if s.closing == nil {

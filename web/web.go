@@ -12,10 +12,11 @@ import (
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
-	"encoding/json"
 	"net/http"
 	"strings"
 	"time"
+
+	"wsmesh/internal/httpx"
 )
 
 //go:embed index.html wsmesh.js
@@ -87,8 +88,6 @@ func Demo() http.Handler {
 
 // writeError answers {"error": msg}, like the rest of the node's API.
 func writeError(w http.ResponseWriter, status int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+	httpx.WriteError(w, status, msg)
 }

@@ -39,9 +39,6 @@ func NewReader(b []byte) *Reader { return &Reader{b: b} }
 // Err returns the first error met, if any.
 func (r *Reader) Err() error { return r.err }
 
-// Len returns the number of unread bytes.
-func (r *Reader) Len() int { return len(r.b) }
-
 // Byte reads one byte.
 func (r *Reader) Byte() byte {
 	if r.err != nil || len(r.b) == 0 {

@@ -25,8 +25,11 @@ func TestRoundTrip(t *testing.T) {
 	if p := r.Bytes(); len(p) != 0 {
 		t.Fatalf("empty bytes %v", p)
 	}
-	if c := r.Byte(); c != 7 || r.Err() != nil || r.Len() != 0 {
-		t.Fatalf("byte %d err %v len %d", c, r.Err(), r.Len())
+	if c := r.Byte(); c != 7 || r.Err() != nil {
+		t.Fatalf("byte %d err %v", c, r.Err())
+	}
+	if r.Byte(); r.Err() == nil {
+		t.Fatal("a read past the end did not fail")
 	}
 }
 

@@ -1,4 +1,7 @@
-package main
+package cluster_test
+
+// Link messages forged by someone who can reach a node's gossip port, sent
+// over the network as memberlist user messages.
 
 import (
 	"encoding/binary"
@@ -11,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"wsmesh/internal/testsupport"
+	"wsmesh/internal/testsupport/clustertest"
 	"wsmesh/internal/wire"
 )
 
@@ -84,7 +89,7 @@ func forgeUDP(tb testing.TB, addr string, msg []byte) {
 // closes the stream: by then it has handed msg to its delegate.
 func forgeTCP(tb testing.TB, addr string, msg []byte) {
 	tb.Helper()
-	conn, err := net.DialTimeout("tcp", addr, waitLimit)
+	conn, err := net.DialTimeout("tcp", addr, testsupport.WaitLimit)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -94,7 +99,7 @@ func forgeTCP(tb testing.TB, addr string, msg []byte) {
 	b = append(b, 0xce) // uint32
 	b = binary.BigEndian.AppendUint32(b, uint32(len(msg)))
 	b = append(b, msg...)
-	if err := conn.SetDeadline(time.Now().Add(waitLimit)); err != nil {
+	if err := conn.SetDeadline(time.Now().Add(testsupport.WaitLimit)); err != nil {
 		tb.Fatal(err)
 	}
 	if _, err := conn.Write(b); err != nil {
@@ -121,44 +126,34 @@ func TestClusterForgedLinkMessageRefused(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tap := &logTap{TB: t}
-			nodes := newTestCluster(tap, 2)
+			nodes, _ := startCluster(tap, 2, 5)
 			n1, n2 := nodes[0], nodes[1]
-			before := n2.dial(t, n2.token(t, "before", "web"), dialOpts{})
-			waitRoutable(t, nodes, "before", "t2")
+			connect(n2, "before")
+			clustertest.WaitRoutable(t, clusters(nodes), "before", "t2")
 
-			tc.forge(t, n2.cluster.Addr(), forgedBatch("t1"))
+			tc.forge(t, n2.Addr(), forgedBatch("t1"))
 			waitRefused(t, tap, n2, "t1")
 
 			// t1 -> t2: a session opened on t1 now reaches t2's table
-			// (a delta on t1's link to t2), and /send through t2 reaches it.
-			after := n1.dial(t, n1.token(t, "after", "web"), dialOpts{})
-			pollUntil(t, "t2 to route the new session on t1", 5*time.Second, func() bool {
-				o := n2.cluster.Owners("after")
+			// (a delta on t1's link to t2), and a call from t2 reaches t1.
+			connect(n1, "after")
+			testsupport.PollUntil(t, "t2 to route the new session on t1", 5*time.Second, func() bool {
+				o := n2.Owners("after")
 				return len(o) == 1 && o[0] == "t1"
 			})
-			if out := n2.send(t, `{"users":["after"],"data":"via t2"}`); out["delivered"] != 1.0 {
-				t.Fatalf("send through t2 to a user on t1: %v", out)
-			}
-			if f := after.next(t); f["data"] != "via t2" {
-				t.Fatalf("client on t1 got %v", f)
-			}
+			firstCall(t, n2, n1, "via t2")
 			// t2 -> t1 and back: a call from t1 to t2 is acknowledged.
-			if out := n1.send(t, `{"users":["before"],"data":"via t1"}`); out["delivered"] != 1.0 {
-				t.Fatalf("send through t1 to a user on t2: %v", out)
-			}
-			if f := before.next(t); f["data"] != "via t1" {
-				t.Fatalf("client on t2 got %v", f)
-			}
+			firstCall(t, n1, n2, "via t1")
 		})
 	}
 }
 
 // waitRefused waits (a few seconds at most) until node n has counted and
 // logged the refusal of a link message claiming to come from from.
-func waitRefused(tb testing.TB, tap *logTap, n *testNode, from string) {
+func waitRefused(tb testing.TB, tap *logTap, n *node, from string) {
 	tb.Helper()
-	pollUntil(tb, "the forged message to be refused and logged", 5*time.Second, func() bool {
-		return n.cluster.Stats().Unauthenticated > 0 &&
-			tap.has("node="+n.cfg.Node.Name, "level=WARN", "claimed_from="+from, "nodes must share auth.jwt_secret")
+	testsupport.PollUntil(tb, "the forged message to be refused and logged", 5*time.Second, func() bool {
+		return n.Stats().Unauthenticated > 0 &&
+			tap.has("node="+n.Name(), "level=WARN", "claimed_from="+from, "nodes must share auth.jwt_secret")
 	})
 }

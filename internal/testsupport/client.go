@@ -1,0 +1,110 @@
+package testsupport
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"wsmesh/session"
+)
+
+// Client talks to a node at an address, in this process or not: its HTTP
+// API with an API key, and its WebSocket with tokens it signs.
+type Client struct {
+	addr, secret, apiKey string
+}
+
+// NewClient returns a client of the node serving HTTP on addr, whose
+// auth.jwt_secret is secret and whose API accepts apiKey.
+func NewClient(addr, secret, apiKey string) *Client {
+	return &Client{addr: addr, secret: secret, apiKey: apiKey}
+}
+
+// Addr returns the node's HTTP address.
+func (c *Client) Addr() string { return c.addr }
+
+// Token returns a client token for user and device, valid for an hour.
+func (c *Client) Token(tb testing.TB, user, device string) string {
+	tb.Helper()
+	a, err := session.NewAuthenticator([]byte(c.secret))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tok, err := a.Mint(user, device, time.Hour)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return tok
+}
+
+// API does an HTTP request with the API key and decodes the JSON answer.
+func (c *Client) API(tb testing.TB, method, path, body string) (int, map[string]any, http.Header) {
+	tb.Helper()
+	return c.APIAuth(tb, method, path, body, "Bearer "+c.apiKey)
+}
+
+// APIAuth is API with this Authorization header ("": none).
+func (c *Client) APIAuth(tb testing.TB, method, path, body, auth string) (int, map[string]any, http.Header) {
+	tb.Helper()
+	req, err := http.NewRequest(method, "http://"+c.addr+path, strings.NewReader(body))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	if method != http.MethodHead {
+		if err := json.Unmarshal(raw, &out); err != nil {
+			tb.Fatalf("%s %s: answer is not JSON (%v): %q", method, path, err, raw)
+		}
+	}
+	return resp.StatusCode, out, resp.Header
+}
+
+// Metrics returns the node's /metrics page.
+func (c *Client) Metrics(tb testing.TB) string {
+	tb.Helper()
+	req, _ := http.NewRequest("GET", "http://"+c.addr+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+c.apiKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		tb.Fatalf("/metrics: %d %s", resp.StatusCode, body)
+	}
+	return string(body)
+}
+
+// Send posts body to /send and checks for 200.
+func (c *Client) Send(tb testing.TB, body string) map[string]any {
+	tb.Helper()
+	code, out, _ := c.API(tb, http.MethodPost, "/send", body)
+	if code != http.StatusOK {
+		tb.Fatalf("POST /send %s: status %d: %v", body, code, out)
+	}
+	return out
+}
+
+// Dial opens a WebSocket to the node (DialWS).
+func (c *Client) Dial(tb testing.TB, token string, o DialOpts) *WSClient {
+	tb.Helper()
+	return DialWS(tb, c.addr, token, o)
+}
+
+// TryDial opens a WebSocket to the node (TryDialWS).
+func (c *Client) TryDial(token string, o DialOpts) (*WSClient, *http.Response, error) {
+	return TryDialWS(c.addr, token, o)
+}
