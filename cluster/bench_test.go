@@ -21,6 +21,7 @@ import (
 	"github.com/hashicorp/memberlist"
 
 	"wsmesh/internal/counter"
+	"wsmesh/internal/testsupport"
 )
 
 const (
@@ -95,22 +96,6 @@ func benchMemberlist(b *testing.B, name string, d memberlist.Delegate) *memberli
 	return ml
 }
 
-// benchWaitUntil polls cond every millisecond until it holds or limit passes.
-func benchWaitUntil(b *testing.B, what string, limit time.Duration, cond func() bool) {
-	b.Helper()
-	deadline := time.NewTimer(limit)
-	defer deadline.Stop()
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-deadline.C:
-			b.Fatalf("timed out after %s waiting for %s", limit, what)
-		}
-	}
-}
-
 // benchHasPeer reports whether c has a link to the member called name.
 func benchHasPeer(c *Cluster, name string) bool {
 	c.mu.Lock()
@@ -144,10 +129,10 @@ func benchLinkPair(b *testing.B) (a, bb *Cluster, ha, hb *benchHandler) {
 	ha, hb = &benchHandler{}, &benchHandler{}
 	a = start("a", nil, ha)
 	bb = start("b", []string{a.Addr()}, hb)
-	benchWaitUntil(b, "a and b to link", benchDeadline, func() bool { return benchHasPeer(a, "b") && benchHasPeer(bb, "a") })
+	testsupport.PollUntil(b, "a and b to link", benchDeadline, func() bool { return benchHasPeer(a, "b") && benchHasPeer(bb, "a") })
 	// The first batch on each link carries the snapshot exchange: get it
 	// done before timing anything.
-	benchWaitUntil(b, "a first call to b", benchDeadline, func() bool {
+	testsupport.PollUntil(b, "a first call to b", benchDeadline, func() bool {
 		_, err := a.Call(context.Background(), "b", []byte("warm-up"))
 		return err == nil
 	})

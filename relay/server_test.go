@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"wsmesh/internal/testsupport"
 )
 
 // sendBody is a valid /send body, to a user with no session.
@@ -29,23 +31,11 @@ func newMuxTestServer(t *testing.T) string {
 // not empty) and body, and returns the answer and its body.
 func do(t *testing.T, addr, method, path, auth, body string) (*http.Response, string) {
 	t.Helper()
-	req, err := http.NewRequest(method, "http://"+addr+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
+	var h http.Header
 	if auth != "" {
-		req.Header.Set("Authorization", auth)
+		h = http.Header{"Authorization": {auth}}
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp, string(b)
+	return testsupport.Do(t, method, "http://"+addr+path, h, body)
 }
 
 // checkAnswer fails unless resp has status, Allow header allow, and a body

@@ -49,43 +49,57 @@ func (c *Client) API(tb testing.TB, method, path, body string) (int, map[string]
 // APIAuth is API with this Authorization header ("": none).
 func (c *Client) APIAuth(tb testing.TB, method, path, body, auth string) (int, map[string]any, http.Header) {
 	tb.Helper()
-	req, err := http.NewRequest(method, "http://"+c.addr+path, strings.NewReader(body))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if auth != "" {
-		req.Header.Set("Authorization", auth)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		tb.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
+	resp, raw := Do(tb, method, "http://"+c.addr+path, authHeader(auth), body)
 	var out map[string]any
 	if method != http.MethodHead {
-		if err := json.Unmarshal(raw, &out); err != nil {
+		if err := json.Unmarshal([]byte(raw), &out); err != nil {
 			tb.Fatalf("%s %s: answer is not JSON (%v): %q", method, path, err, raw)
 		}
 	}
 	return resp.StatusCode, out, resp.Header
 }
 
-// Metrics returns the node's /metrics page.
-func (c *Client) Metrics(tb testing.TB) string {
+// authHeader is a header with Authorization: auth, or none for "".
+func authHeader(auth string) http.Header {
+	if auth == "" {
+		return nil
+	}
+	return http.Header{"Authorization": {auth}}
+}
+
+// Do sends method url with header and body, without following redirects,
+// and returns the answer with its whole body (closed). A transport error
+// fails the test.
+func Do(tb testing.TB, method, url string, header http.Header, body string) (*http.Response, string) {
 	tb.Helper()
-	req, _ := http.NewRequest("GET", "http://"+c.addr+"/metrics", nil)
-	req.Header.Set("Authorization", "Bearer "+c.apiKey)
-	resp, err := http.DefaultClient.Do(req)
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
 		tb.Fatal(err)
 	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	c := http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Do(req)
+	if err != nil {
+		tb.Fatalf("%s %s: %v", method, url, err)
+	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatalf("%s %s: reading the answer: %v", method, url, err)
+	}
+	return resp, string(raw)
+}
+
+// Metrics returns the node's /metrics page.
+func (c *Client) Metrics(tb testing.TB) string {
+	tb.Helper()
+	resp, body := Do(tb, http.MethodGet, "http://"+c.addr+"/metrics", authHeader("Bearer "+c.apiKey), "")
 	if resp.StatusCode != http.StatusOK {
 		tb.Fatalf("/metrics: %d %s", resp.StatusCode, body)
 	}
-	return string(body)
+	return body
 }
 
 // Send posts body to /send and checks for 200.
