@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"wsmesh/internal/panics"
 )
 
 // Errors a Call can return.
@@ -378,8 +379,7 @@ func (p *peer) receive(m *batchMsg) {
 func (p *peer) handleItemRecovered(it item) (reply []byte) {
 	defer func() {
 		if v := recover(); v != nil {
-			p.c.log.Error("handling a batch item panicked: item dropped", "peer", p.name, "kind", it.Kind,
-				"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			p.c.log.Error("handling a batch item panicked: item dropped", append([]any{"peer", p.name, "kind", it.Kind}, panics.Attrs(v)...)...)
 			reply = nil
 		}
 	}()

@@ -3,12 +3,11 @@ package relay
 import (
 	"context"
 	"errors"
-	"fmt"
-	"runtime/debug"
 	"sync"
 	"time"
 
 	"wsmesh/cluster"
+	"wsmesh/internal/panics"
 	"wsmesh/session"
 )
 
@@ -37,8 +36,7 @@ func (s *Server) route(ctx context.Context, users []string, device string, frame
 			defer wg.Done()
 			defer func() { // a bug here must not take the process down
 				if v := recover(); v != nil {
-					s.log.Error("forwarding panicked: its users answered error", "node", node,
-						"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+					s.log.Error("forwarding panicked: its users answered error", append([]any{"node", node}, panics.Attrs(v)...)...)
 					mu.Lock()
 					for _, i := range idx {
 						out[i] = append(out[i], Result{User: users[i], Node: node, Status: StatusError, Error: "internal error"})

@@ -29,8 +29,8 @@ func (e *events) OnClose(c *gws.Conn, err error) {
 	h.unregister(s) // false if it was evicted (a newer login replaced it): counted out then
 	h.stats.closed.Add(1)
 	code, reason := closeCause(s, err)
-	h.log.Info("session closed", "user", s.info.User, "device", s.info.Device, "remote", s.info.Remote,
-		"session", s.info.Session, "code", code, "reason", reason, "duration", time.Since(s.info.Connected).Round(time.Millisecond).String())
+	h.log.Info("session closed", append(s.identity(),
+		"code", code, "reason", reason, "duration", time.Since(s.info.Connected).Round(time.Millisecond).String())...)
 	if h.cfg.Observer != nil {
 		h.cfg.Observer.SessionClosed(s.info)
 	}

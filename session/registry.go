@@ -105,8 +105,7 @@ func (h *Hub) evict(s *Session, by ...any) bool {
 		return false
 	}
 	h.stats.evictions.Add(1)
-	h.log.Info("session evicted", append([]any{"user", s.info.User, "device", s.info.Device,
-		"remote", s.info.Remote, "session", s.info.Session}, by...)...)
+	h.log.Info("session evicted", append(s.identity(), by...)...)
 	return true
 }
 
@@ -139,8 +138,7 @@ func (h *Hub) Deliver(user, device string, frame []byte) []Delivery {
 		out[i] = Delivery{Device: s.info.Device, Session: s.info.Session, Err: s.Enqueue(frame)}
 		if errors.Is(out[i].Err, ErrSlowConsumer) {
 			h.stats.slowConsumers.Add(1)
-			h.log.Warn("session send queue full, closing", "user", s.info.User, "device", s.info.Device,
-				"remote", s.info.Remote, "session", s.info.Session, "queue", h.cfg.SendQueue)
+			h.log.Warn("session send queue full, closing", append(s.identity(), "queue", h.cfg.SendQueue)...)
 		}
 	}
 	return out

@@ -2,12 +2,12 @@ package session
 
 import (
 	"errors"
-	"fmt"
-	"runtime/debug"
 	"sync"
 	"time"
 
 	"github.com/lxzan/gws"
+
+	"wsmesh/internal/panics"
 )
 
 // Errors returned by Enqueue.
@@ -206,6 +206,11 @@ func (s *Session) write() {
 	}
 }
 
+// identity is who s is, for a log line: user, device, remote, session.
+func (s *Session) identity() []any {
+	return []any{"user", s.info.User, "device", s.info.Device, "remote", s.info.Remote, "session", s.info.Session}
+}
+
 // recoverWriter ends a panicking writer: it logs the panic and cuts the
 // connection, whose read loop then ends and closes the session. The process
 // and the other sessions go on.
@@ -214,8 +219,7 @@ func (s *Session) recoverWriter() {
 	if v == nil {
 		return
 	}
-	s.hub.log.Error("session writer panicked: closing this connection", "user", s.info.User, "device", s.info.Device,
-		"remote", s.info.Remote, "session", s.info.Session, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	s.hub.log.Error("session writer panicked: closing this connection", append(s.identity(), panics.Attrs(v)...)...)
 	s.mu.Lock()
 	s.writing = false
 	if s.closing == nil {

@@ -4,13 +4,13 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net/http"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"wsmesh/internal/httpx"
+	"wsmesh/internal/panics"
 )
 
 // ServeHTTP upgrades GET /ws. A bad Origin is refused with 403 and a
@@ -95,8 +95,7 @@ func (h *Hub) readLoop(s *Session) {
 		if v == nil {
 			return
 		}
-		h.log.Error("session read loop panicked: closing this connection", "user", s.info.User, "device", s.info.Device,
-			"remote", s.info.Remote, "session", s.info.Session, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		h.log.Error("session read loop panicked: closing this connection", append(s.identity(), panics.Attrs(v)...)...)
 		s.Close(disconnectInternal)
 		(*events)(h).OnClose(s.conn, fmt.Errorf("panic: %v", v))
 	}()
@@ -120,7 +119,7 @@ func (h *Hub) open(s *Session) {
 	if closed { // Shutdown began between the upgrade and now, and missed s
 		s.Close(disconnectShutdown)
 	}
-	h.log.Info("session opened", "user", s.info.User, "device", s.info.Device, "remote", s.info.Remote, "session", s.info.Session)
+	h.log.Info("session opened", s.identity()...)
 	if h.cfg.Observer != nil {
 		h.cfg.Observer.SessionOpened(s.info)
 	}
