@@ -344,8 +344,8 @@ func BenchmarkKilledNodeOffline(b *testing.B) {
 		cut := time.Now()
 		out := t1.Send(b, `{"users":["v"],"data":"anyone there?"}`)
 		took := time.Since(cut)
-		if out["offline"] != 1.0 || out["delivered"] != 0.0 {
-			b.Fatalf("round %d: send to v on vanished t3: %v, want offline", r, out)
+		if out["unreachable"] != 1.0 || out["delivered"] != 0.0 {
+			b.Fatalf("round %d: send to v on vanished t3: %v, want unreachable", r, out)
 		}
 		if took >= time.Second {
 			b.Errorf("round %d: send to v on vanished t3 took %s, want < 1s", r, took)

@@ -35,7 +35,7 @@ func TestClusterSendAcrossNodes(t *testing.T) {
 		t.Fatalf("/cluster on t1: %v", cl)
 	}
 	metrics := a.Metrics(t)
-	for _, want := range []string{`wsmesh_members{state="alive"} 3`, `wsmesh_relay_forward_seconds_count{result="ok"} 1`, "wsmesh_table_sessions 1"} {
+	for _, want := range []string{`wsmesh_members{state="alive"} 3`, `wsmesh_relay_forward_seconds_count{node="t2",result="ok"} 1`, "wsmesh_table_sessions 1", `wsmesh_relay_batches_total{peer="t2"}`, `wsmesh_relay_batches_total{peer="t3"}`} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("t1's /metrics lacks %q", want)
 		}

@@ -317,6 +317,9 @@ func TestNginxFrontsThreeNodes(t *testing.T) {
 	if code, out, _ := via.API(t, http.MethodGet, "/healthz", ""); code != http.StatusOK || out["status"] != "ok" {
 		t.Fatalf("GET /healthz through nginx: %d %v", code, out)
 	}
+	if code, reasons := readyz(t, via); code != http.StatusOK {
+		t.Fatalf("GET /readyz through nginx: %d %v", code, reasons)
+	}
 
 	// A client forging both forwarding headers: nginx replaces X-Real-IP
 	// and appends 127.0.0.2 to X-Forwarded-For; the node reads that list

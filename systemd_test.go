@@ -262,9 +262,10 @@ func orNone(s string) string {
 
 // TestSystemdReadinessNotify runs the built binary as systemd would with
 // Type=notify: NOTIFY_SOCKET names a unix datagram socket this test reads.
-// READY=1 must come first, and when it arrives GET /healthz must already
-// answer 200 (ready means serving, so `systemctl start` returning and units
-// ordered After=wsmesh.service can rely on it). On SIGTERM, STOPPING=1 must
+// READY=1 must come first, and when it arrives GET /healthz and GET
+// /readyz must already answer 200 (ready means serving and ready for
+// traffic, so `systemctl start` returning and units ordered
+// After=wsmesh.service can rely on it). On SIGTERM, STOPPING=1 must
 // arrive, then the process must exit with status 0. (The abstract socket
 // form, NOTIFY_SOCKET=@name, is not covered here.)
 func TestSystemdReadinessNotify(t *testing.T) {
@@ -400,6 +401,16 @@ format = "json"
 		t.Fatalf("GET /healthz right after %s: %d %s", sdReady, resp.StatusCode, body)
 	}
 	t.Logf("%s %s after start; GET /healthz then: %d %s", sdReady, readyAfter.Round(time.Millisecond), resp.StatusCode, bytes.TrimSpace(body))
+	// A node alone by config is ready at once: READY=1 waits for /readyz.
+	resp, err = client.Get("http://" + httpAddr + "/readyz")
+	if err != nil {
+		t.Fatalf("GET /readyz right after %s: %v\n%s", sdReady, err, logOf())
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(bytes.TrimSpace(body)) != `{"status":"ready"}` {
+		t.Fatalf("GET /readyz right after %s: %d %s", sdReady, resp.StatusCode, body)
+	}
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

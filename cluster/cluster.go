@@ -31,6 +31,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"wsmesh/internal/muxnet"
 )
 
 // Member states, as GET /cluster reports them.
@@ -62,13 +64,22 @@ type Handler interface {
 
 // Config configures a Cluster. Zero values take the defaults named.
 type Config struct {
-	NodeName       string        // required: unique in the cluster
-	Bind           string        // gossip host:port; default "127.0.0.1:7946"; port 0 picks one
-	Advertise      string        // host:port other nodes reach; default: the bind address
-	Seeds          []string      // gossip addresses of nodes to join
-	SecretKeys     []string      // base64 AES keys; the first encrypts; none: no encryption
-	SingleDevice   bool          // one session per user cluster-wide, not per user and device
-	CallTimeout    time.Duration // default 750ms: a node that does not ack by then is reported unreachable
+	NodeName     string   // required: unique in the cluster
+	Bind         string   // gossip host:port; default "127.0.0.1:7946"; port 0 picks one
+	Advertise    string   // host:port other nodes reach; default: the bind address
+	Seeds        []string // gossip addresses of nodes to join
+	SecretKeys   []string // base64 AES keys; the first encrypts; none: no encryption
+	SingleDevice bool     // one session per user cluster-wide, not per user and device
+	// CallTimeout, default 750ms, bounds a Call (/send waits for it) and
+	// each wait for a link batch's ack; a batch not acked by then is sent
+	// again (up to 3 times) and its callers answered ErrNoAnswer. Why
+	// 750ms: /send must answer "offline" for a silent owner (a host whose
+	// packets vanish) within a second, and an ack, sent on receipt,
+	// takes a LAN round trip plus the transfer of at most 1 MiB: a few
+	// milliseconds, so 750ms is slack of two orders of magnitude for a
+	// busy or paused (GC, CPU-starved) peer. It also bounds memberlist's
+	// TCPTimeout (a link's dial and write). Raise it for links over a WAN.
+	CallTimeout    time.Duration
 	QueueLimit     int           // default 65536 items queued per peer link
 	RejoinInterval time.Duration // default 30s: re-join seeds and lost members this often (heals partitions)
 	Logger         *slog.Logger  // default slog.Default()
@@ -86,6 +97,13 @@ type Config struct {
 	Tune func(*memberlist.Config)
 	// WrapTransport wraps memberlist's network transport (tests: fault injection).
 	WrapTransport func(memberlist.NodeAwareTransport) memberlist.NodeAwareTransport
+
+	// PlainTransport uses memberlist's own NetTransport: one TCP
+	// connection per stream, as the first release did. Default (false):
+	// internal/muxnet, memberlist's streams over one persistent yamux
+	// session per peer, which also accepts plain streams. For
+	// mixed-version tests and as an escape hatch.
+	PlainTransport bool
 }
 
 // Cluster is this node's membership in the cluster.
@@ -104,12 +122,17 @@ type Cluster struct {
 	leaving  map[string]time.Time   // members that said they are leaving
 	parked   map[string][]parkedMsg // batches from nodes not yet joined here
 	conflict string                 // address of another live node with our name
+	perPeer  map[string]*peerStats  // link counters by peer name; they outlive the link, pruned with lost
+	linking  bool                   // links start as members join: Start found no conflict
 
 	lastLink atomic.Uint64 // the last link id handed out
 	stats    linkStats
 	auth     *linkAuth
 	refusals refusals
-	selfAddr string // our gossip address, set by Start
+	applying chan struct{} // buffered(1): held by the link applying a snapshot chunk (peer.apply)
+
+	dropAckForTest atomic.Pointer[func(*ackMsg) bool] // tests: acks it returns true for are lost
+	selfAddr       string                             // our gossip address, set by Start
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -158,7 +181,10 @@ func New(cfg Config) (*Cluster, error) {
 		lost:    map[string]lostMember{},
 		leaving: map[string]time.Time{},
 		parked:  map[string][]parkedMsg{},
+		perPeer: map[string]*peerStats{},
 		auth:    newLinkAuth(cfg.LinkKey),
+
+		applying: make(chan struct{}, 1),
 	}
 	c.table.originLocked(cfg.NodeName).epoch = c.epoch
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -168,6 +194,54 @@ func New(cfg Config) (*Cluster, error) {
 // linkStats are running totals over all links.
 type linkStats struct {
 	batches, items, sendFailures, ackTimeouts, queueFull, unauthenticated atomic.Uint64
+
+	retransmits, duplicates, identityRefused       atomic.Uint64
+	snapshotsSent, snapshotsResent, snapshotChunks atomic.Uint64
+	snapshotsApplied, snapshotsAbandoned           atomic.Uint64
+}
+
+// peerStats are one peer's link counters, beside the node's totals.
+type peerStats struct {
+	batches, sendFailures, ackTimeouts, queueFull, retransmits atomic.Uint64
+}
+
+// PeerStats are the running totals of this node's link to one peer, for
+// metrics labelled by peer. A peer's totals outlive its link (a member that
+// restarts continues them) and are dropped an hour after it is gone.
+type PeerStats struct {
+	Batches      uint64 // batches the peer acknowledged
+	SendFailures uint64 // batches that could not be sent to it
+	AckTimeouts  uint64 // batches it did not acknowledge in time
+	QueueFull    uint64 // calls refused because the link's queue was full
+	Retransmits  uint64 // batches sent to it again after a timeout or a failed send
+}
+
+// PeerStats returns each peer's link totals by peer name.
+func (c *Cluster) PeerStats() map[string]PeerStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]PeerStats, len(c.perPeer))
+	for name, s := range c.perPeer {
+		out[name] = PeerStats{
+			Batches:      s.batches.Load(),
+			SendFailures: s.sendFailures.Load(),
+			AckTimeouts:  s.ackTimeouts.Load(),
+			QueueFull:    s.queueFull.Load(),
+			Retransmits:  s.retransmits.Load(),
+		}
+	}
+	return out
+}
+
+// peerStatsLocked returns the counters of the peer called name, made on
+// first use; c.mu must be held.
+func (c *Cluster) peerStatsLocked(name string) *peerStats {
+	s := c.perPeer[name]
+	if s == nil {
+		s = &peerStats{}
+		c.perPeer[name] = s
+	}
+	return s
 }
 
 // Stats are running totals since start, for metrics.
@@ -178,6 +252,16 @@ type Stats struct {
 	AckTimeouts     uint64 // batches sent but not acknowledged in time
 	QueueFull       uint64 // calls refused because a link's queue was full
 	Unauthenticated uint64 // link messages dropped unread: MAC missing or wrong (forged, or another LinkKey)
+
+	Retransmits     uint64 // batches sent again (same link and seq) after an ack timeout or a failed send
+	Duplicates      uint64 // copies of a batch received again (its ack lost or late): acked again, not handled again
+	IdentityRefused uint64 // link messages refused: their sender's (name, boot epoch) is not the member memberlist knows
+
+	SnapshotsSent      uint64 // snapshots of this node's sessions started to a peer
+	SnapshotsResent    uint64 // of those, started before the previous one to that peer was acked to its last chunk
+	SnapshotChunks     uint64 // snapshot chunks sent (each at most snapshotChunkBytes)
+	SnapshotsApplied   uint64 // peers' snapshots applied to their last chunk
+	SnapshotsAbandoned uint64 // peers' snapshots left unfinished: a chunk missing, or a new one started
 }
 
 // Stats returns the running totals.
@@ -189,20 +273,23 @@ func (c *Cluster) Stats() Stats {
 		AckTimeouts:     c.stats.ackTimeouts.Load(),
 		QueueFull:       c.stats.queueFull.Load(),
 		Unauthenticated: c.stats.unauthenticated.Load(),
+
+		Retransmits:     c.stats.retransmits.Load(),
+		Duplicates:      c.stats.duplicates.Load(),
+		IdentityRefused: c.stats.identityRefused.Load(),
+
+		SnapshotsSent:      c.stats.snapshotsSent.Load(),
+		SnapshotsResent:    c.stats.snapshotsResent.Load(),
+		SnapshotChunks:     c.stats.snapshotChunks.Load(),
+		SnapshotsApplied:   c.stats.snapshotsApplied.Load(),
+		SnapshotsAbandoned: c.stats.snapshotsAbandoned.Load(),
 	}
 }
 
-// nextLinkID returns a link id larger than any before it, in this run or
-// (being a wall-clock reading) in an earlier run of this node.
-func (c *Cluster) nextLinkID() uint64 {
-	for {
-		last := c.lastLink.Load()
-		id := max(uint64(time.Now().UnixNano()), last+1)
-		if c.lastLink.CompareAndSwap(last, id) {
-			return id
-		}
-	}
-}
+// nextLinkID returns a link id larger than any before it in this run.
+// Ids of different runs are not compared: every message carries its
+// sender's boot epoch, and a receiver resets its state for a new one.
+func (c *Cluster) nextLinkID() uint64 { return c.lastLink.Add(1) }
 
 // Name returns this node's name.
 func (c *Cluster) Name() string { return c.cfg.NodeName }
@@ -228,9 +315,13 @@ func (c *Cluster) Start(h Handler) error {
 	c.selfAddr = ml.LocalNode().Address() // before Join: nothing rewrites it concurrently yet
 	joined := c.join()
 	if addr := c.conflictAddr(); addr != "" {
+		// Nothing was sent over a link: they start below, and the peers
+		// refuse what comes from an epoch memberlist does not know anyway.
+		c.cancel()
 		_ = ml.Shutdown()
 		return fmt.Errorf("cluster: another live node is named %q (at %s): node.name must be unique in the cluster", c.cfg.NodeName, addr)
 	}
+	c.startLinks()
 	if !joined && len(c.cfg.Seeds) > 0 {
 		c.log.Warn("no seed answered: running alone, retrying in the background", "seeds", c.cfg.Seeds)
 	}
@@ -238,6 +329,21 @@ func (c *Cluster) Start(h Handler) error {
 	go c.rejoinLoop(joined)
 	c.log.Info("gossip started", "node", c.cfg.NodeName, "addr", c.selfAddr, "members", ml.NumMembers(), "encrypted", len(c.cfg.SecretKeys) > 0)
 	return nil
+}
+
+// startLinks starts the links of the members that joined during Start's
+// join, and has NotifyJoin start those of later ones at once.
+func (c *Cluster) startLinks() {
+	c.mu.Lock()
+	c.linking = true
+	peers := make([]*peer, 0, len(c.peers))
+	for _, p := range c.peers {
+		peers = append(peers, p)
+	}
+	c.mu.Unlock()
+	for _, p := range peers {
+		p.start()
+	}
 }
 
 func (c *Cluster) memberlistConfig() (*memberlist.Config, error) {
@@ -256,12 +362,21 @@ func (c *Cluster) memberlistConfig() (*memberlist.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: cluster.bind: %w", err)
 	}
-	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{host}, BindPort: port, Logger: mc.Logger})
-	if err != nil {
-		return nil, fmt.Errorf("cluster: listen on cluster.bind %s: %w", c.cfg.Bind, err)
-	}
-	if port == 0 {
-		port = nt.GetAutoBindPort()
+	var nt memberlist.NodeAwareTransport
+	if c.cfg.PlainTransport {
+		plain, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{host}, BindPort: port, Logger: mc.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("cluster: listen on cluster.bind %s: %w", c.cfg.Bind, err)
+		}
+		nt, port = plain, plain.GetAutoBindPort()
+	} else {
+		// Streams to a peer share one TCP connection (yamux); UDP gossip,
+		// keyring encryption and labels are memberlist's, as before.
+		mux, err := muxnet.New(muxnet.Config{BindAddr: host, BindPort: port, Logger: mc.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("cluster: listen on cluster.bind %s: %w", c.cfg.Bind, err)
+		}
+		nt, port = mux, mux.Port()
 	}
 	mc.BindAddr, mc.BindPort, mc.AdvertisePort = host, port, port
 	if c.cfg.Advertise != "" {
@@ -383,6 +498,9 @@ func (c *Cluster) pruneLost() {
 	for name, m := range c.lost {
 		if time.Since(m.since) > lostTTL {
 			delete(c.lost, name)
+			if c.peers[name] == nil {
+				delete(c.perPeer, name)
+			}
 		}
 	}
 }
@@ -490,7 +608,8 @@ func (c *Cluster) Addr() string { return c.selfAddr }
 // TableSize returns the number of sessions in the cluster-wide table.
 func (c *Cluster) TableSize() int { return c.table.size() }
 
-// Owners returns the nodes whose sessions of user the table knows.
+// Owners returns the nodes whose sessions of user the table knows. The
+// slice may be shared: the caller must not modify it.
 func (c *Cluster) Owners(user string) []string { return c.table.owners(user) }
 
 // Call sends payload to node's Handler.HandleRelay and returns its reply.

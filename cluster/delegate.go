@@ -72,12 +72,23 @@ func (c *Cluster) handleBatch(m *batchMsg) {
 	}
 }
 
-// handleAck hands an ack to its link's sender, which waits for it.
+// handleAck hands an ack to its link's sender, which waits for it,
+// if it comes from the member memberlist knows by that name.
 func (c *Cluster) handleAck(m *ackMsg) {
 	c.mu.Lock()
 	p := c.peers[m.From]
 	c.mu.Unlock()
 	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	epoch := p.epoch
+	p.mu.Unlock()
+	if !sameRun(m.Epoch, epoch) {
+		c.refuseIdentity("ack", m.From, m.Epoch, epoch)
+		return
+	}
+	if drop := c.dropAckForTest.Load(); drop != nil && (*drop)(m) {
 		return
 	}
 	select {
@@ -137,7 +148,9 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 	c.mu.Lock()
 	p := c.peers[m.Node]
 	c.mu.Unlock()
-	if behind && p != nil {
+	// While a snapshot of the peer's is being applied, the table is behind
+	// until its last chunk is: asking again would only have it sent twice.
+	if behind && p != nil && !p.syncing.Load() {
 		c.log.Debug("digest shows missed deltas: asking for a snapshot", "peer", m.Node, "seq", m.Seq)
 		_ = p.send(snapshotReqMsg{}.item())
 	}
@@ -165,6 +178,7 @@ func (e *events) NotifyJoin(n *memberlist.Node) {
 		parked = c.parked[n.Name]
 		delete(c.parked, n.Name)
 	}
+	linking := c.linking
 	c.mu.Unlock()
 	if fresh {
 		for _, m := range parked {
@@ -172,7 +186,9 @@ func (e *events) NotifyJoin(n *memberlist.Node) {
 				p.inbox <- m.msg // room: the inbox is new and parking is bounded below its size
 			}
 		}
-		p.start()
+		if linking {
+			p.start()
+		} // else Start starts it, once it knows no live node has our name
 	}
 	c.log.Info("member joined", "member", n.Name, "addr", n.Address())
 }

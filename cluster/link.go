@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -31,43 +33,95 @@ var (
 const (
 	maxBatchItems = 4096
 	maxBatchBytes = 1 << 20
+	// snapshotChunkBytes bounds one chunk of a snapshot: half a batch,
+	// leaving the other half to calls queued meanwhile, so that a large
+	// snapshot never holds them back by more than a batch.
+	snapshotChunkBytes = maxBatchBytes / 2
+	// maxRetransmits bounds how many times a batch is sent again, with the
+	// same link id and seq, when its ack does not come within
+	// CallTimeout (or it could not be sent): the receiver acks a copy it
+	// has handled already without handling it again. After that the link
+	// gives the batch up and resyncs the peer's copy of our sessions.
+	maxRetransmits = 3
+	// applyQueue bounds the batches of table items (snapshot chunks,
+	// deltas) a link's receiver has acked and its applier not yet applied.
+	applyQueue = 16
 )
 
 // peer is this node's link with another member: an ordered, acknowledged
 // channel over memberlist's reliable (TCP) messages. One sender goroutine
 // sends one batch at a time and waits for its ack (or CallTimeout) before
-// the next, so batches arrive in order and grow while one is in flight.
-// One receiver goroutine handles the peer's batches in order and acks them.
+// the next, so batches arrive in order and grow while one is in flight;
+// a batch whose ack does not come is sent again as it was (maxRetransmits).
+// One receiver goroutine takes the peer's batches in order, handles the
+// items that need a reply (relay calls) and acks at once; an applier
+// goroutine then applies the table items (snapshot chunks, deltas) in
+// order, so that a large snapshot does not delay acks.
+//
+// Every message carries its sender's boot epoch; the link takes only
+// those whose epoch is the one memberlist's meta gives for the peer's
+// name (p.epoch): a second process started with the peer's name is
+// refused and logged (refuseIdentity, linkauth.go).
 type peer struct {
 	c    *Cluster
 	name string
-	// link numbers this link's batches with seq: unique per link and larger
-	// for a link made later, so a peer that still remembers an older link
-	// with us (we saw it die, it did not see us) resets instead of taking
-	// the new batches for late ones.
-	link uint64
+	// link numbers this link's batches with seq: unique among this run's
+	// links and larger for a link made later, so that a peer that still
+	// remembers an older link with us (we saw it die, it did not see us)
+	// resets instead of taking the new batches for late ones. A new run
+	// of ours has a new epoch, which resets the peer's receiver anyway.
+	link  uint64
+	stats *peerStats // this link's counters (Cluster.PeerStats)
 
 	mu           sync.Mutex // guards the fields below; lock order: table.mu, Cluster.mu, peer.mu (LOCKS.md)
 	node         *memberlist.Node
 	epoch        uint64    // the peer's boot epoch, from its meta
 	queue        queue     // items waiting, at most Config.QueueLimit
-	needSnapshot bool      // send our snapshot first in the next batch
+	needSnapshot bool      // take a new snapshot of ours for the next batch
+	snapshotting bool      // a snapshot of ours is under way to the peer, not all acked
 	downUntil    time.Time // after a failed batch: calls fail at once until then
 	failing      bool      // the last batch failed: the peer is suspect
 
-	wake  chan struct{} // buffered(1): the queue is not empty
-	acks  chan *ackMsg
-	inbox chan *batchMsg // batches from the peer, in arrival order
-	stop  chan struct{}  // closed when the peer leaves or the cluster shuts down
+	wake   chan struct{} // buffered(1): the queue is not empty
+	acks   chan *ackMsg
+	inbox  chan *batchMsg // batches from the peer, in arrival order
+	applyq chan []item    // table items acked, for the applier, in order
+	stop   chan struct{}  // closed when the peer leaves or the cluster shuts down
+
+	// syncing: the applier is applying a snapshot of the peer's; until it
+	// is done, a digest showing the table behind asks for nothing.
+	syncing atomic.Bool
+
+	// sender state; only the sender goroutine touches it
+	out     *outSnapshot // our snapshot being sent in chunks, nil when all are sent
+	outOpen bool         // a snapshot went out whose last chunk is not acked yet
 
 	// receiver state; only the receiver goroutine touches it
-	inLink, inSeq uint64
+	inEpoch, inLink, inSeq uint64
+	lastAck                []byte // the sealed ack of batch inSeq, sent again for a copy of it
+
+	// applier state; only the applier goroutine touches it
+	in           *inSnapshot // the peer's snapshot being applied
+	askedRestart bool        // asked for a snapshot from the start; its chunk 0 has not come
 }
 
+// outSnapshot is a snapshot of ours being sent to a peer, a chunk per
+// batch: the entries as of seq, taken at once (takeBatch) and encoded
+// chunk by chunk as batches go.
+type outSnapshot struct {
+	epoch, seq uint64
+	entries    []*Entry
+	next       int    // entries[next:] are not sent yet
+	index      uint64 // the next chunk's number
+}
+
+// newPeer makes the link with n; c.mu must be held (its counters live in
+// c.perPeer).
 func newPeer(c *Cluster, n *memberlist.Node, epoch uint64) *peer {
 	return &peer{
 		c:            c,
 		name:         n.Name,
+		stats:        c.peerStatsLocked(n.Name),
 		link:         c.nextLinkID(),
 		node:         n,
 		epoch:        epoch,
@@ -75,17 +129,19 @@ func newPeer(c *Cluster, n *memberlist.Node, epoch uint64) *peer {
 		wake:         make(chan struct{}, 1),
 		acks:         make(chan *ackMsg, 4),
 		inbox:        make(chan *batchMsg, 64),
+		applyq:       make(chan []item, applyQueue),
 		stop:         make(chan struct{}),
 	}
 }
 
-// start launches the sender and receiver; c.wg waits for them. The first
-// batch carries our snapshot and asks for the peer's.
+// start launches the sender, receiver and applier; c.wg waits for them.
+// The first batch carries our snapshot and asks for the peer's.
 func (p *peer) start() {
 	p.send(snapshotReqMsg{}.item())
-	p.c.wg.Add(2)
+	p.c.wg.Add(3)
 	go p.sendLoop()
 	go p.receiveLoop()
+	go p.applyLoop()
 }
 
 // enqueue queues an item; w, if not nil, gets its reply. A full queue
@@ -96,6 +152,7 @@ func (p *peer) enqueue(it item, w chan callResult) error {
 	if p.queue.len() >= p.c.cfg.QueueLimit {
 		p.mu.Unlock()
 		p.c.stats.queueFull.Add(1)
+		p.stats.queueFull.Add(1)
 		return ErrQueueFull
 	}
 	if w != nil && time.Now().Before(p.downUntil) {
@@ -113,7 +170,7 @@ func (p *peer) send(it item) error { return p.enqueue(it, nil) }
 
 // enqueueDeltaTableLocked queues a delta item; p.c.table.mu must be held
 // (write), so that deltas are queued in seq order and never between the
-// snapshot takeBatch encodes and the deltas it drops. A full queue drops
+// snapshot takeSnapshot takes and the deltas it drops. A full queue drops
 // queued deltas for a snapshot in the next batch.
 func (p *peer) enqueueDeltaTableLocked(delta item) {
 	p.mu.Lock()
@@ -156,46 +213,72 @@ func (p *peer) dropDeltasLocked() {
 	p.queue.keep(func(it item, _ chan callResult) bool { return it.Kind != kindDelta }, nil)
 }
 
-// takeBatch removes the next batch from the queue, with our snapshot in
-// front when one is due.
-func (p *peer) takeBatch() queue {
+// takeBatch removes the next batch from the queue. When a snapshot of
+// ours is due it takes one (the entries, under table.mu read, so that it
+// is consistent with its seq: deltas are queued under table.mu write) and
+// drops the deltas queued before it. While a snapshot is under way, each
+// batch starts with its next chunk, and the deltas queued after it wait
+// until its last chunk goes; other items (calls) go along meanwhile.
+// last: the batch carries a snapshot's last chunk.
+func (p *peer) takeBatch() (out queue, last bool) {
 	p.mu.Lock()
-	need := p.needSnapshot
+	need, n := p.needSnapshot, min(p.queue.len(), maxBatchItems)
 	p.mu.Unlock()
-	if need { // lock order: table before peer; no delta can be queued meanwhile
-		p.c.table.mu.RLock()
-		defer p.c.table.mu.RUnlock()
+	if need {
+		p.takeSnapshot()
+	}
+	size := 0
+	out = queue{items: make([]item, 0, n+1), waiters: make([]chan callResult, 0, n+1)}
+	if s := p.out; s != nil {
+		it, taken := snapshotChunk(s.epoch, s.seq, s.index, s.entries[s.next:], snapshotChunkBytes)
+		s.next += taken
+		s.index++
+		out.push(it, nil)
+		size += len(it.Body)
+		p.c.stats.snapshotChunks.Add(1)
+		if s.next == len(s.entries) {
+			p.out, last = nil, true
+		}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var snap queue
-	size := 0
-	if need && p.needSnapshot {
-		it := p.c.table.snapshotLocked(p.c.cfg.NodeName).item()
-		snap.push(it, nil)
-		size += len(it.Body)
-		p.dropDeltasLocked()
-		p.needSnapshot = false
+	var skip func(item) bool
+	if p.out != nil { // the deltas wait for the snapshot's last chunk
+		skip = func(it item) bool { return it.Kind == kindDelta }
 	}
-	n := 0
-	for n < p.queue.len() && snap.len()+n < maxBatchItems && (size < maxBatchBytes || snap.len()+n == 0) {
-		size += len(p.queue.items[n].Body)
-		n++
-	}
-	out := p.queue.take(n)
-	if snap.len() > 0 {
-		out = queue{items: append(snap.items, out.items...), waiters: append(snap.waiters, out.waiters...)}
-	}
-	if p.queue.len() > 0 {
+	p.queue.moveTo(&out, size, skip)
+	if p.queue.len() > 0 || p.out != nil {
 		p.kick()
 	}
-	return out
+	return out, last
+}
+
+// takeSnapshot takes our snapshot for the peer, if one is still due.
+// Lock order: table before peer; no delta can be queued meanwhile.
+func (p *peer) takeSnapshot() {
+	p.c.table.mu.RLock()
+	defer p.c.table.mu.RUnlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.needSnapshot {
+		return
+	}
+	m := p.c.table.snapshotLocked(p.c.cfg.NodeName)
+	if p.outOpen {
+		// One under way or not acked to its end: this one replaces it.
+		p.c.stats.snapshotsResent.Add(1)
+	}
+	p.out = &outSnapshot{epoch: m.Epoch, seq: m.Seq, entries: m.Entries}
+	p.outOpen = true
+	p.dropDeltasLocked()
+	p.needSnapshot = false
+	p.snapshotting = true
+	p.c.stats.snapshotsSent.Add(1)
 }
 
 func (p *peer) sendLoop() {
 	defer p.c.wg.Done()
 	var seq uint64
-	failures := 0
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	for {
@@ -205,34 +288,66 @@ func (p *peer) sendLoop() {
 			return
 		case <-p.wake:
 		}
-		batch := p.takeBatch()
+		batch, last := p.takeBatch()
 		if batch.len() == 0 {
 			continue
 		}
 		seq++
-		err := p.sendBatch(seq, batch, timer)
-		switch {
-		case errors.Is(err, ErrClosed):
+		if !p.deliver(seq, batch, last, timer) {
 			p.failQueued(ErrUnreachable)
 			return
-		case err != nil:
-			failures++
-			p.setFailing(true)
-			if !p.backOff(failures, timer) {
-				p.failQueued(ErrUnreachable)
-				return
-			}
-		default:
-			failures = 0
-			p.setFailing(false)
 		}
 	}
 }
 
-// sendBatch sends one batch and waits for its ack; every waiter in it is
-// answered either way. ErrClosed: the link is stopping.
+// deliver sends batch seq until it is acked, up to maxRetransmits more
+// times, and answers every waiter in it. A waiter whose item could not be
+// sent, or was not acked within CallTimeout, is answered at once
+// (ErrUnreachable, ErrNoAnswer) and its item taken out of the copies sent
+// after: a call answered with an error is not delivered later, unless the
+// first copy arrived and only its ack was lost. Table items stay in every
+// copy. False: the link is stopping.
+func (p *peer) deliver(seq uint64, batch queue, last bool, timer *time.Timer) bool {
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			p.c.stats.retransmits.Add(1)
+			p.stats.retransmits.Add(1)
+		}
+		err := p.sendBatch(seq, batch, timer)
+		switch {
+		case err == nil:
+			if last {
+				p.outOpen = false
+				p.mu.Lock()
+				p.snapshotting = p.out != nil
+				p.mu.Unlock()
+			}
+			p.setFailing(false)
+			return true
+		case errors.Is(err, ErrClosed):
+			return false
+		}
+		p.setFailing(true)
+		batch.keep(func(_ item, w chan callResult) bool { return w == nil }, err)
+		if batch.len() == 0 {
+			return true // only calls, answered: nothing left to deliver
+		}
+		if attempt == maxRetransmits {
+			p.c.log.Debug("link batch given up: resyncing", "peer", p.name, "seq", seq, "items", batch.len())
+			p.failed()
+			return p.backOff(attempt+1, timer)
+		}
+		if errors.Is(err, ErrUnreachable) && !p.backOff(attempt+1, timer) {
+			return false
+		}
+	}
+}
+
+// sendBatch sends one batch and waits for its ack; on an ack it answers
+// every waiter in the batch. ErrUnreachable: it could not be sent;
+// ErrNoAnswer: no ack within CallTimeout; ErrClosed: the link is stopping.
 func (p *peer) sendBatch(seq uint64, batch queue, timer *time.Timer) error {
-	m := batchMsg{header: header{From: p.c.cfg.NodeName, Link: p.link, Seq: seq}, Items: batch.items}
+	m := batchMsg{header: header{From: p.c.cfg.NodeName, Link: p.link, Seq: seq, Epoch: p.c.epoch}, Items: batch.items}
 	msg := p.c.auth.seal(m.encode(), p.name)
 	p.mu.Lock()
 	node := p.node
@@ -240,10 +355,9 @@ func (p *peer) sendBatch(seq uint64, batch queue, timer *time.Timer) error {
 	start := time.Now()
 	if err := p.c.ml.SendReliable(node, msg); err != nil {
 		p.c.stats.sendFailures.Add(1)
-		p.c.log.Debug("link send failed", "peer", p.name, "items", batch.len(), "err", err)
-		err = fmt.Errorf("%w: %v", ErrUnreachable, err)
-		p.failed(batch, err)
-		return err
+		p.stats.sendFailures.Add(1)
+		p.c.log.Debug("link send failed", "peer", p.name, "seq", seq, "items", batch.len(), "err", err)
+		return fmt.Errorf("%w: %v", ErrUnreachable, err)
 	}
 	timer.Reset(p.c.cfg.CallTimeout - time.Since(start))
 	for {
@@ -254,6 +368,7 @@ func (p *peer) sendBatch(seq uint64, batch queue, timer *time.Timer) error {
 			}
 			timer.Stop() // Go 1.23+: no stale tick can be received after Stop or Reset
 			p.c.stats.batches.Add(1)
+			p.stats.batches.Add(1)
 			p.c.stats.items.Add(uint64(batch.len()))
 			if p.c.cfg.OnBatch != nil {
 				p.c.cfg.OnBatch(batch.len(), time.Since(start))
@@ -270,19 +385,19 @@ func (p *peer) sendBatch(seq uint64, batch queue, timer *time.Timer) error {
 			return nil
 		case <-timer.C:
 			p.c.stats.ackTimeouts.Add(1)
+			p.stats.ackTimeouts.Add(1)
 			p.c.log.Debug("link ack timed out", "peer", p.name, "seq", seq, "items", batch.len())
-			p.failed(batch, ErrNoAnswer)
 			return ErrNoAnswer
 		case <-p.stop:
-			p.failed(batch, ErrUnreachable)
+			batch.fail(ErrUnreachable)
 			return ErrClosed
 		}
 	}
 }
 
-// backOff waits after the failures-th failed batch in a row (20ms, 40ms,
-// ... up to CallTimeout); calls made meanwhile fail at once. False: the
-// link is stopping.
+// backOff waits after the failures-th failed attempt in a row (20ms,
+// 40ms, ... up to CallTimeout); calls made meanwhile fail at once. False:
+// the link is stopping.
 func (p *peer) backOff(failures int, timer *time.Timer) bool {
 	d := min(20*time.Millisecond<<min(failures-1, 10), p.c.cfg.CallTimeout)
 	p.mu.Lock()
@@ -301,10 +416,9 @@ func (p *peer) backOff(failures int, timer *time.Timer) bool {
 	}
 }
 
-// failed answers a batch that may not have arrived; the peer's copy of
-// our sessions may have missed deltas, so the next batch resyncs it.
-func (p *peer) failed(batch queue, err error) {
-	batch.fail(err)
+// failed notes that a batch was given up: the peer's copy of our sessions
+// may have missed deltas or chunks, so the next batch resyncs it.
+func (p *peer) failed() {
 	p.mu.Lock()
 	p.needSnapshot = true
 	p.mu.Unlock()
@@ -333,7 +447,7 @@ func (p *peer) call(ctx context.Context, it item) ([]byte, error) {
 	}
 }
 
-// receiveLoop handles the peer's batches in order and acks each one.
+// receiveLoop takes the peer's batches in order and acks each one.
 func (p *peer) receiveLoop() {
 	defer p.c.wg.Done()
 	for {
@@ -346,29 +460,91 @@ func (p *peer) receiveLoop() {
 	}
 }
 
-// receive handles a batch of the peer's in order, unless it is late or
-// from an older link, and acks it with the items' replies. Then it
-// releases the batch.
+// receive takes a batch of the peer's, unless it is not from the member
+// memberlist knows by the peer's name, late, or from an older link. It
+// handles the items that have a reply (relay calls, evictions, requests)
+// in order, acks the batch with their replies at once, then hands its
+// table items (snapshot chunks, deltas) to the applier, in order: an ack
+// says the batch arrived and will be applied, not that it was. A copy of
+// the last batch taken (its ack was lost, or late) is acked again and not
+// handled again. Then it releases the batch.
 func (p *peer) receive(m *batchMsg) {
 	defer m.release()
+	p.mu.Lock()
+	epoch, node := p.epoch, p.node
+	p.mu.Unlock()
+	if !sameRun(m.Epoch, epoch) {
+		p.c.refuseIdentity("batch", m.From, m.Epoch, epoch)
+		return
+	}
 	switch {
+	case m.Epoch != p.inEpoch || m.Link > p.inLink: // a new run of the peer, or a new link of it
+		p.inEpoch, p.inLink, p.inSeq, p.lastAck = m.Epoch, m.Link, 0, nil
 	case m.Link < p.inLink:
-		return // from an older link of the peer's (or an older run of it)
-	case m.Link > p.inLink:
-		p.inLink, p.inSeq = m.Link, 0
-	case m.Seq <= p.inSeq:
+		return // from an older link of the peer's
+	case m.Seq == p.inSeq && p.lastAck != nil:
+		p.c.stats.duplicates.Add(1)
+		p.sendAck(node, p.lastAck)
+		return
+	case m.Seq < p.inSeq:
 		return // late: the peer gave up on it and moved on
 	}
 	p.inSeq = m.Seq
-	a := ackMsg{header: header{From: p.c.cfg.NodeName, Link: m.Link, Seq: m.Seq}, Replies: make([][]byte, len(m.Items))}
+	a := ackMsg{header: header{From: p.c.cfg.NodeName, Link: m.Link, Seq: m.Seq, Epoch: p.c.epoch}, Replies: make([][]byte, len(m.Items))}
+	var table []item
 	for i, it := range m.Items {
+		if it.Kind == kindSnapshot || it.Kind == kindDelta {
+			table = append(table, it) // the bodies alias the message, not the batch: they outlive release
+			continue
+		}
 		a.Replies[i] = p.handleItemRecovered(it)
 	}
-	p.mu.Lock()
-	node := p.node
-	p.mu.Unlock()
-	if err := p.c.ml.SendReliable(node, p.c.auth.seal(a.encode(), p.name)); err != nil {
+	p.lastAck = p.c.auth.seal(a.encode(), p.name)
+	p.sendAck(node, p.lastAck)
+	if len(table) > 0 {
+		select {
+		case p.applyq <- table:
+		case <-p.stop:
+		}
+	}
+}
+
+// sendAck sends a sealed ack to the peer.
+func (p *peer) sendAck(node *memberlist.Node, ack []byte) {
+	if err := p.c.ml.SendReliable(node, ack); err != nil {
 		p.c.log.Debug("ack send failed", "peer", p.name, "err", err)
+	}
+}
+
+// apply applies one batch's table items, in order. A batch with a
+// snapshot chunk waits for its turn (Cluster.applying): the links apply
+// chunks one at a time, so that a joiner learning of many members at once
+// keeps one goroutine, not one per member, busy decoding and taking the
+// table lock, and lookups are not left waiting behind a crowd of them.
+func (p *peer) apply(items []item) {
+	if slices.ContainsFunc(items, func(it item) bool { return it.Kind == kindSnapshot }) {
+		select {
+		case p.c.applying <- struct{}{}:
+		case <-p.stop:
+			return
+		}
+		defer func() { <-p.c.applying }()
+	}
+	for _, it := range items {
+		p.handleItemRecovered(it)
+	}
+}
+
+// applyLoop applies the table items of the peer's batches, in order.
+func (p *peer) applyLoop() {
+	defer p.c.wg.Done()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case items := <-p.applyq:
+			p.apply(items)
+		}
 	}
 }
 
@@ -431,10 +607,15 @@ func (p *peer) handleRelay(m relayMsg) []byte {
 	return p.c.handler.HandleRelay(p.name, m.Payload)
 }
 
-// handleSnapshotReq puts our snapshot in the next batch to the peer.
-func (p *peer) handleSnapshotReq(snapshotReqMsg) {
+// handleSnapshotReq has the next batch to the peer start our snapshot,
+// unless one is under way already (it answers the request: the peer gets
+// all its chunks, in order, then the deltas after it) and the peer does
+// not ask for one from the start (m.Restart).
+func (p *peer) handleSnapshotReq(m snapshotReqMsg) {
 	p.mu.Lock()
-	p.needSnapshot = true
+	if m.Restart || !p.snapshotting {
+		p.needSnapshot = true
+	}
 	p.mu.Unlock()
 	p.kick()
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"hash"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -149,4 +150,37 @@ func (c *Cluster) refuse(msg []byte) {
 	c.log.Warn("link message refused: MAC missing or wrong (nodes must share auth.jwt_secret)",
 		"claimed_from", from, "type", typ, "len", len(msg), "refused_total", total,
 		"note", "logged at most once a minute per claimed sender")
+}
+
+// sameRun reports whether a link message claiming boot epoch claimed
+// comes from the run of its sender that memberlist knows, whose meta
+// gives epoch known. A message of a first-release node carries no epoch
+// (claimed 0) and is taken as before, so that a cluster can be upgraded
+// one node at a time; every node of this release sends its epoch.
+func sameRun(claimed, known uint64) bool { return claimed == known || claimed == 0 }
+
+// refuseIdentity counts a link message (a batch or an ack) that claims to
+// come from the member called from, with boot epoch claimed, when the
+// member memberlist knows by that name has epoch known (in its meta):
+// another process started with that name (which memberlist refuses to
+// let join, but whose messages could reach us meanwhile), a run of the
+// node that has ended, or one that has started and whose meta has not
+// reached us yet (its sender sends again). It warns, at most once a
+// minute per name and claimed epoch.
+func (c *Cluster) refuseIdentity(what, from string, claimed, known uint64) {
+	total := c.stats.identityRefused.Add(1)
+	if !c.refusals.allow("id\x00"+from+"\x00"+strconv.FormatUint(claimed, 10), time.Now()) {
+		return
+	}
+	addr := ""
+	c.mu.Lock()
+	if p := c.peers[from]; p != nil {
+		p.mu.Lock()
+		addr = p.node.Address()
+		p.mu.Unlock()
+	}
+	c.mu.Unlock()
+	c.log.Warn("link message refused: not from the member known by that name (another process with its node.name, or a run that ended or is not gossiped yet)",
+		"kind", what, "claimed_from", from, "claimed_epoch", claimed, "member_epoch", known, "member_addr", addr,
+		"refused_total", total, "note", "logged at most once a minute per claimed name and epoch")
 }

@@ -16,13 +16,18 @@ import (
 //
 // A link message is a memberlist user message, sent with SendReliable:
 //
-//	type byte | from | link | seq | body | MAC
+//	type byte | from | link | seq | body | epoch | MAC
 //
 // from is the sender's name, link and seq number the sender's link and the
-// batch on it (an ack repeats those of its batch). A batch's body is a count
-// and that many items, each a kind byte and a length-prefixed item body; an
-// ack's body is a count and that many length-prefixed replies, one per item
-// of its batch. The MAC (linkauth.go) is sealed around the encoded bytes and
+// batch on it (an ack repeats those of its batch), epoch the sender's boot
+// epoch: the receiver takes the message only if memberlist knows a member
+// of that name with that epoch (its meta), so that a process started with
+// a live node's name cannot speak for it (peer.receive, handleAck, and
+// sameRun for the first release's messages, which have none). The epoch
+// trails the body, where a decoder of the first release ignores it. A
+// batch's body is a count and that many items, each a kind byte and a
+// length-prefixed item body; an ack's body is a count and that many
+// length-prefixed replies, one per item of its batch. The MAC (linkauth.go) is sealed around the encoded bytes and
 // checked before anything is decoded.
 //
 // Gossip carries two more: the node meta (the boot epoch) and the push/pull
@@ -51,6 +56,9 @@ const (
 	kindLeaving     itemKind = 5  // leavingMsg: the sender leaves on purpose: report it "left", not "dead"
 	kindRelay       itemKind = 16 // relayMsg: for the relay Handler; its reply goes back in the ack
 
+	// Snapshot chunk flags (snapshotMsg.More).
+	chunkMore byte = 1 // more chunks of this snapshot follow
+
 	// Delta ops.
 	opConnect    deltaOp = 1
 	opDisconnect deltaOp = 2
@@ -73,10 +81,12 @@ func decodeErr(what string, err error) error {
 	return fmt.Errorf("cluster: decode %s: %w", what, err)
 }
 
-// header opens every link message, after its type byte.
+// header opens every link message, after its type byte; Epoch is
+// written at its end (appendEpoch).
 type header struct {
 	From      string // the sender's name
 	Link, Seq uint64 // the sender's link id and the batch's number on it
+	Epoch     uint64 // the sender's boot epoch; 0: not sent (the first release)
 }
 
 func (h *header) append(b []byte, t msgType) []byte {
@@ -86,8 +96,30 @@ func (h *header) append(b []byte, t msgType) []byte {
 	return wire.AppendUvarint(b, h.Seq)
 }
 
-// size bounds the encoded header, with room for the MAC that seal appends.
-func (h *header) size() int { return 1 + 3*binary.MaxVarintLen64 + len(h.From) + macSize }
+// size bounds the encoded header and epoch, with room for the MAC that
+// seal appends.
+func (h *header) size() int { return 1 + 4*binary.MaxVarintLen64 + len(h.From) + macSize }
+
+// appendEpoch ends a link message with the sender's epoch.
+func (h *header) appendEpoch(b []byte) []byte { return wire.AppendUvarint(b, h.Epoch) }
+
+// readEpoch reads the epoch at the end of a link message, if there is one.
+func (h *header) readEpoch(r *wire.Reader) { h.Epoch, _ = optUvarint(r) }
+
+// optUvarint reads a trailing varint field that an older sender does not
+// write: false if there is none (or r failed before).
+func optUvarint(r *wire.Reader) (uint64, bool) {
+	if r.Err() != nil {
+		return 0, false
+	}
+	probe := *r
+	v := probe.Uvarint()
+	if probe.Err() != nil {
+		return 0, false
+	}
+	*r = probe
+	return v, true
+}
 
 func readHeader(r *wire.Reader) header {
 	return header{From: r.String(), Link: r.Uvarint(), Seq: r.Uvarint()}
@@ -130,7 +162,7 @@ func (m *batchMsg) append(b []byte) []byte {
 	for _, it := range m.Items {
 		b = wire.AppendBytes(append(b, byte(it.Kind)), it.Body)
 	}
-	return b
+	return m.appendEpoch(b)
 }
 
 // encode returns m's bytes with room for the MAC after them.
@@ -162,6 +194,7 @@ func decodeBatch(b []byte) (*batchMsg, error) {
 			m.Items[i] = item{Kind: itemKind(r.Byte()), Body: r.Bytes()}
 		}
 	}
+	m.readEpoch(&r)
 	if err := r.Err(); err != nil {
 		m.release()
 		return nil, decodeErr("batch", err)
@@ -189,7 +222,7 @@ func (m *ackMsg) append(b []byte) []byte {
 	for _, reply := range m.Replies {
 		b = wire.AppendBytes(b, reply)
 	}
-	return b
+	return m.appendEpoch(b)
 }
 
 // encode returns m's bytes with room for the MAC after them.
@@ -210,6 +243,9 @@ func decodeAck(b []byte) (*ackMsg, error) {
 			m.Replies[i] = r.Bytes()
 		}
 		err = r.Err()
+	}
+	if err == nil {
+		m.readEpoch(&r)
 	}
 	if err != nil {
 		return nil, decodeErr("ack", err)
@@ -242,10 +278,24 @@ func readEntry(r *wire.Reader) *Entry {
 	return &Entry{Session: r.String(), User: r.String(), Device: r.String(), Stamp: Stamp(r.Uvarint())}
 }
 
-// snapshotMsg is every session of its sender, as of delta Seq of its
-// boot epoch Epoch.
+// entrySize is the size of appendEntry's encoding of e.
+func entrySize(e *Entry) int {
+	return uvarintLen(uint64(len(e.Session))) + len(e.Session) +
+		uvarintLen(uint64(len(e.User))) + len(e.User) +
+		uvarintLen(uint64(len(e.Device))) + len(e.Device) +
+		uvarintLen(uint64(e.Stamp))
+}
+
+// snapshotMsg is one chunk of its sender's sessions, as of delta Seq of
+// its boot epoch Epoch: chunk number Index (from 0) of a snapshot whose
+// last chunk has More false. Each chunk fits a batch (snapshotChunkBytes);
+// the receiver applies a snapshot once it has every chunk (sessions.go).
+// Index and the flags trail the entries: a snapshot of the first release,
+// sent whole, reads as chunk 0 with no more to follow.
 type snapshotMsg struct {
 	Epoch, Seq uint64
+	Index      uint64   // this chunk's number in its snapshot
+	More       bool     // more chunks of this snapshot follow
 	Entries    []*Entry // Node is not sent: it is the sender
 }
 
@@ -256,24 +306,112 @@ func (m snapshotMsg) append(b []byte) []byte {
 	for _, e := range m.Entries {
 		b = appendEntry(b, e)
 	}
-	return b
+	b = wire.AppendUvarint(b, m.Index)
+	var flags byte
+	if m.More {
+		flags |= chunkMore
+	}
+	return append(b, flags)
 }
 
 func (m snapshotMsg) item() item { return item{Kind: kindSnapshot, Body: m.append(nil)} }
 
+// snapshotChunk encodes chunk index of a snapshot (epoch, seq) as an
+// item: entries from the front of rest while the body stays within
+// maxBytes (at least one), and reports how many it took. The chunk is
+// the last one when it takes all of rest.
+func snapshotChunk(epoch, seq, index uint64, rest []*Entry, maxBytes int) (item, int) {
+	size, n := 3*binary.MaxVarintLen64+binary.MaxVarintLen64+1, 0
+	for n < len(rest) {
+		s := entrySize(rest[n])
+		if n > 0 && size+s > maxBytes {
+			break
+		}
+		size += s
+		n++
+	}
+	m := snapshotMsg{Epoch: epoch, Seq: seq, Index: index, More: n < len(rest), Entries: rest[:n]}
+	return item{Kind: kindSnapshot, Body: m.append(make([]byte, 0, size))}, n
+}
+
+// minEntrySize is the least an entry takes on the wire: three empty
+// strings and a stamp, a byte each.
+const minEntrySize = 4
+
+// decodeSnapshot decodes a snapshot chunk with two allocations for all its
+// entries, not four per entry, so that a joiner taking in a million
+// sessions leaves the garbage collector (and the lookups it would slow)
+// little to do: the entries are one array, and their strings substrings of
+// one copy of b. An entry kept in the table keeps that copy and that array
+// alive: a chunk's memory (at most snapshotChunkBytes, and the entries)
+// is freed when the last of its sessions has gone.
 func decodeSnapshot(b []byte) (snapshotMsg, error) {
-	r := wire.NewReader(b)
-	m := snapshotMsg{Epoch: r.Uvarint(), Seq: r.Uvarint()}
-	if n := r.Count(); n > 0 {
-		m.Entries = make([]*Entry, 0, n)
-		for range n {
-			m.Entries = append(m.Entries, readEntry(r))
+	d := chunkReader{b: b}
+	m := snapshotMsg{Epoch: d.uvarint(), Seq: d.uvarint()}
+	n := d.uvarint()
+	if d.err == nil && n > uint64(len(b)-d.off)/minEntrySize {
+		d.err = wire.ErrShort // more entries than the bytes left could hold
+	}
+	if d.err == nil && n > 0 {
+		all := string(b)
+		entries := make([]Entry, n)
+		m.Entries = make([]*Entry, n)
+		for i := range entries {
+			e := &entries[i]
+			e.Session, e.User, e.Device = d.str(all), d.str(all), d.str(all)
+			e.Stamp = Stamp(d.uvarint())
+			m.Entries[i] = e
 		}
 	}
-	if r.Err() != nil {
-		return snapshotMsg{}, decodeErr("snapshot", r.Err())
+	if d.err != nil {
+		return snapshotMsg{}, decodeErr("snapshot", d.err)
+	}
+	if d.off < len(b) { // chunk index and flags, which the first release did not send
+		m.Index = d.uvarint()
+		if d.err == nil && d.off < len(b) {
+			m.More = b[d.off]&chunkMore != 0
+		}
+		if d.err != nil {
+			m.Index = 0
+		}
 	}
 	return m, nil
+}
+
+// chunkReader reads a snapshot chunk as wire.Reader would, by offset into
+// b, so that decodeSnapshot can cut its strings from one copy of b.
+type chunkReader struct {
+	b   []byte
+	off int
+	err error
+}
+
+func (d *chunkReader) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, k := binary.Uvarint(d.b[d.off:])
+	if k <= 0 {
+		d.err = wire.ErrShort
+		return 0
+	}
+	d.off += k
+	return v
+}
+
+// str reads a length-prefixed string: the same bytes of all, a copy of b.
+func (d *chunkReader) str(all string) string {
+	n := d.uvarint()
+	if d.err != nil {
+		return ""
+	}
+	if n > uint64(len(d.b)-d.off) {
+		d.err = wire.ErrShort
+		return ""
+	}
+	s := all[d.off : d.off+int(n)]
+	d.off += int(n)
+	return s
 }
 
 // deltaMsg is one change to its sender's sessions, number Seq of its boot
@@ -342,20 +480,32 @@ func decodeEvict(b []byte) (evictMsg, error) {
 	return m, nil
 }
 
-// Items without a body: snapshotReqMsg asks the receiver for its
-// snapshot; leavingMsg says the sender is leaving on purpose.
-type (
-	snapshotReqMsg struct{}
-	leavingMsg     struct{}
-)
+// snapshotReqMsg asks the receiver for its snapshot. A snapshot that the
+// receiver is sending already answers it, unless Restart is set: the
+// sender lost track of the one under way (a chunk missing) and needs one
+// from the start. The body is empty, or one byte 1 for Restart.
+type snapshotReqMsg struct{ Restart bool }
 
-func (snapshotReqMsg) append(b []byte) []byte { return b }
-func (leavingMsg) append(b []byte) []byte     { return b }
-func (snapshotReqMsg) item() item             { return item{Kind: kindSnapshotReq} }
-func (leavingMsg) item() item                 { return item{Kind: kindLeaving} }
+func (m snapshotReqMsg) append(b []byte) []byte {
+	if m.Restart {
+		b = append(b, 1)
+	}
+	return b
+}
 
-func decodeSnapshotReq([]byte) (snapshotReqMsg, error) { return snapshotReqMsg{}, nil }
-func decodeLeaving([]byte) (leavingMsg, error)         { return leavingMsg{}, nil }
+func (m snapshotReqMsg) item() item { return item{Kind: kindSnapshotReq, Body: m.append(nil)} }
+
+func decodeSnapshotReq(b []byte) (snapshotReqMsg, error) {
+	return snapshotReqMsg{Restart: len(b) > 0 && b[0] == 1}, nil
+}
+
+// leavingMsg says the sender is leaving on purpose. No body.
+type leavingMsg struct{}
+
+func (leavingMsg) append(b []byte) []byte { return b }
+func (leavingMsg) item() item             { return item{Kind: kindLeaving} }
+
+func decodeLeaving([]byte) (leavingMsg, error) { return leavingMsg{}, nil }
 
 // relayMsg is a payload for the receiver's Handler.HandleRelay: opaque
 // here, the relay package owns its format. Its body is the payload as is.
@@ -402,4 +552,14 @@ func decodeMeta(b []byte) (metaMsg, error) {
 		return metaMsg{}, decodeErr("meta", wire.ErrShort)
 	}
 	return metaMsg{Epoch: binary.BigEndian.Uint64(b)}, nil
+}
+
+// uvarintLen is the length of v's unsigned varint encoding.
+func uvarintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
 }

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -36,13 +37,66 @@ var (
 	sampleDisconnect = deltaMsg{Epoch: 7, Seq: 43, Op: opDisconnect, Entry: &Entry{Session: "17"}}
 	sampleEvict      = evictMsg{User: "user-42", Session: "17", Winner: sampleWinner}
 	sampleRelay      = relayMsg{Payload: []byte("\x00relay payload: opaque here\xff")}
-	sampleBatch      = &batchMsg{header: header{From: "node-1", Link: 1732330000123456789, Seq: 9}, Items: []item{
-		sampleSnap.item(), sampleConnect.item(), sampleDisconnect.item(), snapshotReqMsg{}.item(),
+	sampleChunk      = snapshotMsg{Epoch: 7, Seq: 41, Index: 3, More: true, Entries: []*Entry{sampleEntry}}
+	sampleBatch      = &batchMsg{header: header{From: "node-1", Link: 12, Seq: 9, Epoch: 1732330000123456789}, Items: []item{
+		sampleSnap.item(), sampleChunk.item(), snapshotReqMsg{Restart: true}.item(), sampleConnect.item(), sampleDisconnect.item(), snapshotReqMsg{}.item(),
 		sampleEvict.item(), leavingMsg{}.item(), sampleRelay.item(), {Kind: 200, Body: []byte("a kind from a later version")},
 	}}
-	sampleAck    = &ackMsg{header: header{From: "node-2", Link: 1732330000123456789, Seq: 9}, Replies: [][]byte{{}, []byte("reply"), {}}}
+	sampleAck    = &ackMsg{header: header{From: "node-2", Link: 12, Seq: 9, Epoch: 1732330000123456790}, Replies: [][]byte{{}, []byte("reply"), {}}}
 	sampleDigest = digestMsg{Node: "node-1", Epoch: 1732330000123456789, Seq: 41}
 )
+
+// firstReleaseSnapshot encodes m as the first release did: the whole
+// snapshot, without chunk index and flags.
+func firstReleaseSnapshot(m snapshotMsg) []byte {
+	b := wire.AppendUvarint(nil, m.Epoch)
+	b = wire.AppendUvarint(b, m.Seq)
+	b = wire.AppendUvarint(b, uint64(len(m.Entries)))
+	for _, e := range m.Entries {
+		b = appendEntry(b, e)
+	}
+	return b
+}
+
+// TestSnapshotChunks: a snapshot cut by snapshotChunk has every entry
+// once, in order, in chunks numbered from 0 that fit the limit (but for
+// an entry larger than it, alone in its chunk), the last one saying so.
+func TestSnapshotChunks(t *testing.T) {
+	var entries []*Entry
+	for i := range 1000 {
+		entries = append(entries, &Entry{Session: strconv.Itoa(i), User: "user-" + strconv.Itoa(i), Device: "web", Stamp: Stamp(i) << 20})
+	}
+	entries = append(entries, &Entry{Session: "big", User: strings.Repeat("u", 5000)})
+	for _, limit := range []int{1, 100, 1000, 4096, 1 << 20} {
+		var got []*Entry
+		for index, rest := uint64(0), entries; ; index++ {
+			it, n := snapshotChunk(7, 9, index, rest, limit)
+			if len(it.Body) > limit && n > 1 {
+				t.Fatalf("limit %d: chunk %d of %d entries is %d bytes", limit, index, n, len(it.Body))
+			}
+			m, err := decodeSnapshot(it.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Epoch != 7 || m.Seq != 9 || m.Index != index || len(m.Entries) != n || m.More != (n < len(rest)) {
+				t.Fatalf("limit %d: chunk %+v, want index %d with %d entries", limit, m, index, n)
+			}
+			got = append(got, m.Entries...)
+			rest = rest[n:]
+			if !m.More {
+				break
+			}
+		}
+		if len(got) != len(entries) {
+			t.Fatalf("limit %d: %d entries, want %d", limit, len(got), len(entries))
+		}
+		for i, e := range got {
+			if *e != *entries[i] {
+				t.Fatalf("limit %d: entry %d is %+v, want %+v", limit, i, e, entries[i])
+			}
+		}
+	}
+}
 
 // roundTrip decodes what encode made of want.
 type roundTrip struct {
@@ -72,6 +126,14 @@ func TestMessagesRoundTrip(t *testing.T) {
 		{"empty batch", empty, func() (any, error) { return decoded(decodeBatch(empty.encode())) }},
 		{"ack", sampleAck, func() (any, error) { return decoded(decodeAck(sampleAck.encode())) }},
 		{"snapshot", sampleSnap, func() (any, error) { return decoded(decodeSnapshot(sampleSnap.item().Body)) }},
+		{"snapshot chunk", sampleChunk, func() (any, error) { return decoded(decodeSnapshot(sampleChunk.item().Body)) }},
+		{"first-release snapshot", sampleSnap, func() (any, error) { return decoded(decodeSnapshot(firstReleaseSnapshot(sampleSnap))) }},
+		{"first-release batch", &batchMsg{header: header{From: "a", Link: 1, Seq: 2}}, func() (any, error) {
+			return decoded(decodeBatch(encodeBatch("a", 1, 2, nil)[:len(encodeBatch("a", 1, 2, nil))-1]))
+		}},
+		{"restart request", snapshotReqMsg{Restart: true}, func() (any, error) {
+			return decoded(decodeSnapshotReq(snapshotReqMsg{Restart: true}.item().Body))
+		}},
 		{"connect", sampleConnect, func() (any, error) { return decoded(decodeDelta(sampleConnect.item().Body)) }},
 		{"disconnect", sampleDisconnect, func() (any, error) { return decoded(decodeDelta(fullDisconnect.item().Body)) }},
 		{"evict", sampleEvict, func() (any, error) { return decoded(decodeEvict(sampleEvict.item().Body)) }},
@@ -109,7 +171,7 @@ func TestMessagesRoundTrip(t *testing.T) {
 // and claimedSender (linkauth.go) reads the sender's name from them.
 func TestWireLayout(t *testing.T) {
 	b := encodeBatch("n1", 300, 2, []item{relayMsg{Payload: []byte("hi")}.item(), snapshotReqMsg{}.item()})
-	want := []byte{1, 2, 'n', '1', 0xac, 0x02, 2, 2, 16, 2, 'h', 'i', 3, 0}
+	want := []byte{1, 2, 'n', '1', 0xac, 0x02, 2, 2, 16, 2, 'h', 'i', 3, 0, 0} // epoch 0 last
 	if !bytes.Equal(b, want) {
 		t.Fatalf("batch % x, want % x", b, want)
 	}
@@ -117,7 +179,7 @@ func TestWireLayout(t *testing.T) {
 		t.Fatalf("no room for the MAC: len %d cap %d", len(b), cap(b))
 	}
 	a := encodeAck("n2", 300, 2, [][]byte{[]byte("ok"), nil})
-	if want := []byte{2, 2, 'n', '2', 0xac, 0x02, 2, 2, 2, 'o', 'k', 0}; !bytes.Equal(a, want) {
+	if want := []byte{2, 2, 'n', '2', 0xac, 0x02, 2, 2, 2, 'o', 'k', 0, 0}; !bytes.Equal(a, want) {
 		t.Fatalf("ack % x, want % x", a, want)
 	}
 	if got := claimedSender(b); got != "n1" {

@@ -22,17 +22,31 @@ func (q *queue) push(it item, w chan callResult) {
 	q.waiters = append(q.waiters, w)
 }
 
-// take removes the first n entries and returns them, in a queue of their own.
-func (q *queue) take(n int) queue {
-	out := queue{items: make([]item, n), waiters: make([]chan callResult, n)}
-	copy(out.items, q.items)
-	copy(out.waiters, q.waiters)
-	rest := copy(q.items, q.items[n:])
-	copy(q.waiters, q.waiters[n:])
-	clear(q.items[rest:])
-	clear(q.waiters[rest:])
-	q.items, q.waiters = q.items[:rest], q.waiters[:rest]
-	return out
+// moveTo moves entries from the front of q to the end of out, in order,
+// while out is under the batch limits (maxBatchItems, and maxBatchBytes
+// counting size bytes out holds already; one entry at least). Entries
+// for which skip (if not nil) is true are passed over and stay in q, in
+// order.
+func (q *queue) moveTo(out *queue, size int, skip func(item) bool) {
+	kept, i := 0, 0
+	for ; i < len(q.items); i++ {
+		it := q.items[i]
+		if skip != nil && skip(it) {
+			q.items[kept], q.waiters[kept] = it, q.waiters[i]
+			kept++
+			continue
+		}
+		if out.len() >= maxBatchItems || (size >= maxBatchBytes && out.len() > 0) {
+			break
+		}
+		out.push(it, q.waiters[i])
+		size += len(it.Body)
+	}
+	n := kept + copy(q.items[kept:], q.items[i:])
+	copy(q.waiters[kept:], q.waiters[i:])
+	clear(q.items[n:])
+	clear(q.waiters[n:])
+	q.items, q.waiters = q.items[:n], q.waiters[:n]
 }
 
 // keep keeps the entries for which ok is true, in order, and answers the

@@ -1,6 +1,9 @@
 package cluster
 
-import "time"
+import (
+	"runtime"
+	"time"
+)
 
 // LocalSession is a session this node holds, as the session hub reports it.
 type LocalSession struct {
@@ -53,30 +56,195 @@ func (c *Cluster) announceTableLocked(delta item) {
 	}
 }
 
-// handleSnapshot replaces what this node knows of the peer's sessions,
-// unless the snapshot is from an earlier run of the peer, and evicts this
-// node's sessions that the peer's newer ones replace.
+// inSnapshot is a peer's snapshot that the peer's applier is applying,
+// chunk by chunk.
+type inSnapshot struct {
+	epoch, seq uint64
+	next       uint64  // the index of the chunk expected next
+	o          *origin // the origin it fills: if the table drops it (the peer left), it stops
+	ignore     bool    // from an earlier run of the peer: its chunks are skipped
+	entries    int
+}
+
+// handleSnapshot applies a chunk of the peer's snapshot. A snapshot
+// replaces what this node knows of the peer's sessions, unless it is from
+// an earlier run of the peer, and evicts this node's sessions that the
+// peer's newer ones replace.
+//
+// It never holds table.mu for more than applySlice entries, so that
+// lookups (Owners) do not wait behind a large snapshot: the chunk is
+// decoded, its entries stamped with their node and the clock advanced
+// outside the lock, then the entries are added a slice per lock hold.
+// Until the last chunk is applied, the entries of the copy it replaces
+// that it has not named yet stay in the table (origin.stale): a lookup
+// sees the old copy or the new one for each session, never neither. The
+// last chunk removes those and sets the origin's epoch and seq, after
+// which the peer's deltas apply. Those come after the last chunk on the
+// same ordered link, and this same goroutine applies them, so none is
+// applied to a half-built copy or lost.
 func (p *peer) handleSnapshot(m snapshotMsg) {
-	c, t := p.c, p.c.table
+	c := p.c
+	if m.Index == 0 {
+		p.beginSnapshot(m)
+	}
+	s := p.in
+	if s == nil || m.Index != s.next || m.Epoch != s.epoch || m.Seq != s.seq {
+		// A chunk is missing (the peer gave a batch up and started over,
+		// or this link was made in the middle of a snapshot): ask for one
+		// from the start, once until its chunk 0 comes.
+		p.abandonSnapshot("chunk out of order")
+		if !p.askedRestart {
+			p.askedRestart = true
+			_ = p.send(snapshotReqMsg{Restart: true}.item())
+		}
+		return
+	}
+	s.next++
+	if s.ignore {
+		if !m.More {
+			p.in = nil
+			p.syncing.Store(false)
+		}
+		return
+	}
+	var newest Stamp
+	for _, e := range m.Entries {
+		e.Node = p.name
+		newest = max(newest, e.Stamp)
+	}
+	c.clock.Observe(newest)
 	var here []*Entry
+	for rest := m.Entries; len(rest) > 0; {
+		part := rest[:min(len(rest), applySlice)]
+		rest = rest[len(part):]
+		if !p.underTableLock(func(t *table) {
+			for _, e := range part {
+				t.addLocked(s.o, e)
+				h, _ := t.evictionsLocked(e)
+				here = append(here, h...)
+			}
+		}) {
+			c.evictHere(here)
+			return
+		}
+	}
+	s.entries += len(m.Entries)
+	if !m.More {
+		p.finishSnapshot(s)
+	}
+	c.evictHere(here)
+}
+
+// beginSnapshot starts applying a snapshot whose chunk 0 is m: the
+// peer's sessions known so far become stale, to be replaced.
+func (p *peer) beginSnapshot(m snapshotMsg) {
+	if p.in != nil {
+		p.abandonSnapshot("a new one started")
+	}
+	p.askedRestart = false
+	t := p.c.table
+	s := &inSnapshot{epoch: m.Epoch, seq: m.Seq}
 	t.mu.Lock()
 	if old := t.origins[p.name]; old != nil && old.epoch > m.Epoch {
 		t.mu.Unlock()
-		return // from a previous run of the peer
+		s.ignore = true // from a previous run of the peer
+		p.in = s
+		return
 	}
-	t.dropLocked(p.name)
-	o := t.originLocked(p.name)
-	o.epoch, o.seq = m.Epoch, m.Seq
-	for _, e := range m.Entries {
-		e.Node = p.name
-		c.clock.Observe(e.Stamp)
-		t.addLocked(o, e)
-		h, _ := t.evictionsLocked(e)
-		here = append(here, h...)
+	s.o = t.originLocked(p.name)
+	restart := s.o.stale != nil
+	if !restart {
+		s.o.stale, s.o.sessions = s.o.sessions, map[string]*Entry{}
 	}
 	t.mu.Unlock()
-	c.log.Debug("snapshot applied", "peer", p.name, "sessions", len(m.Entries), "seq", m.Seq)
-	c.evictHere(here)
+	p.in = s
+	p.syncing.Store(true)
+	if restart {
+		// An earlier snapshot stopped halfway: what it added is stale too.
+		for {
+			done := false
+			if !p.underTableLock(func(t *table) {
+				n := 0
+				for id, e := range s.o.sessions {
+					if n == applySlice {
+						return
+					}
+					s.o.stale[id] = e
+					delete(s.o.sessions, id)
+					n++
+				}
+				done = true
+			}) || done {
+				return
+			}
+		}
+	}
+}
+
+// applyLocked runs f, which handles at most applySlice entries, with the
+// table locked (write), if the table still holds the origin of the
+// snapshot being applied. False: it does not (the peer left), and the
+// snapshot is dropped.
+//
+// It yields the processor after each slice: the applier then never runs
+// long enough to be preempted while it holds the lock, which would leave
+// lookups waiting for it to be scheduled again (tens of milliseconds on a
+// busy machine, and a garbage collection taking a core).
+func (p *peer) underTableLock(f func(t *table)) bool {
+	defer runtime.Gosched()
+	t := p.c.table
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s := p.in; s == nil || t.origins[p.name] != s.o {
+		p.in = nil
+		p.syncing.Store(false)
+		return false
+	}
+	f(t)
+	return true
+}
+
+// finishSnapshot removes the stale entries, a slice per lock hold, and
+// then sets the origin's epoch and seq: the snapshot is applied.
+func (p *peer) finishSnapshot(s *inSnapshot) {
+	for {
+		done := false
+		if !p.underTableLock(func(t *table) {
+			n := 0
+			for id, e := range s.o.stale {
+				if n == applySlice {
+					return
+				}
+				delete(s.o.stale, id)
+				t.unindexLocked(e)
+				n++
+			}
+			s.o.stale = nil
+			s.o.epoch, s.o.seq = s.epoch, s.seq
+			done = true
+		}) {
+			return
+		}
+		if done {
+			break
+		}
+	}
+	p.in = nil
+	p.syncing.Store(false)
+	p.c.stats.snapshotsApplied.Add(1)
+	p.c.log.Debug("snapshot applied", "peer", p.name, "sessions", s.entries, "chunks", s.next, "seq", s.seq)
+}
+
+// abandonSnapshot gives up the snapshot being applied; its entries stay
+// (with the stale ones) until the next snapshot of the peer replaces them.
+func (p *peer) abandonSnapshot(why string) {
+	if p.in == nil {
+		return
+	}
+	p.c.stats.snapshotsAbandoned.Add(1)
+	p.c.log.Debug("snapshot abandoned", "peer", p.name, "why", why, "chunks", p.in.next)
+	p.in = nil
+	p.syncing.Store(false)
 }
 
 // handleDelta applies the peer's next delta, or asks the peer for a

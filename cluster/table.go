@@ -19,10 +19,16 @@ type Entry struct {
 
 // origin is what this node knows of one node's sessions.
 type origin struct {
-	epoch    uint64 // the origin's boot epoch
-	seq      uint64 // last delta applied
+	name     []string // the node's name, alone: what owners returns for a user only it holds
+	epoch    uint64   // the origin's boot epoch
+	seq      uint64   // last delta applied
 	sessions map[string]*Entry
 	askedAt  time.Time // when a snapshot was last asked for
+	// stale holds, while a snapshot of the origin is being applied, the
+	// entries of the copy it replaces that it has not named yet: still
+	// indexed (lookups see the old copy until the new one replaces it),
+	// removed when the snapshot's last chunk is applied. nil otherwise.
+	stale map[string]*Entry
 }
 
 // table is the cluster-wide session table: every node's sessions, each
@@ -48,7 +54,7 @@ func newTable(self string, singleDevice bool) *table {
 func (t *table) originLocked(name string) *origin {
 	o := t.origins[name]
 	if o == nil {
-		o = &origin{sessions: map[string]*Entry{}}
+		o = &origin{name: []string{name}, sessions: map[string]*Entry{}}
 		t.origins[name] = o
 	}
 	return o
@@ -57,6 +63,10 @@ func (t *table) originLocked(name string) *origin {
 // addLocked indexes e, replacing an entry with the same session id.
 func (t *table) addLocked(o *origin, e *Entry) {
 	if old := o.sessions[e.Session]; old != nil {
+		t.unindexLocked(old)
+	}
+	if old := o.stale[e.Session]; old != nil {
+		delete(o.stale, e.Session)
 		t.unindexLocked(old)
 	}
 	o.sessions[e.Session] = e
@@ -68,7 +78,10 @@ func (t *table) addLocked(o *origin, e *Entry) {
 func (t *table) removeLocked(o *origin, session string) *Entry {
 	e := o.sessions[session]
 	if e == nil {
-		return nil
+		if e = o.stale[session]; e == nil {
+			return nil
+		}
+		delete(o.stale, session) // a snapshot was left unfinished (handleSnapshot)
 	}
 	delete(o.sessions, session)
 	t.unindexLocked(e)
@@ -97,16 +110,31 @@ func (t *table) dropLocked(name string) int {
 	for _, e := range o.sessions {
 		t.unindexLocked(e)
 	}
+	for _, e := range o.stale {
+		t.unindexLocked(e)
+	}
 	delete(t.origins, name)
-	return len(o.sessions)
+	return len(o.sessions) + len(o.stale)
 }
 
 // owners returns the nodes holding sessions of user, without duplicates.
+// The slice is shared when one node holds them all (the usual case, with
+// no allocation: a lookup then never waits for the garbage collector):
+// the caller must not modify it.
 func (t *table) owners(user string) []string {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
+	list := t.byUser[user]
+	if len(list) == 0 {
+		return nil
+	}
+	if node := list[0].Node; !slices.ContainsFunc(list[1:], func(e *Entry) bool { return e.Node != node }) {
+		if o := t.origins[node]; o != nil {
+			return o.name
+		}
+	}
 	var out []string
-	for _, e := range t.byUser[user] {
+	for _, e := range list {
 		if !slices.Contains(out, e.Node) {
 			out = append(out, e.Node)
 		}
@@ -119,7 +147,7 @@ func (t *table) sessionsOf(name string) int {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	if o := t.origins[name]; o != nil {
-		return len(o.sessions)
+		return len(o.sessions) + len(o.stale)
 	}
 	return 0
 }
@@ -130,13 +158,14 @@ func (t *table) size() int {
 	defer t.mu.RUnlock()
 	n := 0
 	for _, o := range t.origins {
-		n += len(o.sessions)
+		n += len(o.sessions) + len(o.stale)
 	}
 	return n
 }
 
-// snapshotLocked returns origin name's sessions as a snapshot; t.mu must
-// be held (read).
+// snapshotLocked returns origin name's sessions as a snapshot, to be
+// sent in chunks (snapshotChunk); t.mu must be held (read). The entries
+// are the table's own: what the wire carries of them never changes.
 func (t *table) snapshotLocked(name string) snapshotMsg {
 	o := t.origins[name]
 	m := snapshotMsg{Epoch: o.epoch, Seq: o.seq, Entries: make([]*Entry, 0, len(o.sessions))}
@@ -145,6 +174,11 @@ func (t *table) snapshotLocked(name string) snapshotMsg {
 	}
 	return m
 }
+
+// applySlice is how many entries a snapshot's apply adds or removes per
+// hold of table.mu, so that a lookup waits for at most one slice (well
+// under a millisecond) however large the snapshot.
+const applySlice = 1024
 
 // digest returns origin name's epoch and last seq.
 func (t *table) digest(name string) digestMsg {

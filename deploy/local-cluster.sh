@@ -28,5 +28,13 @@ for i in 1 2 3; do
 		"$bin" serve -config config.toml &
 	pids+=($!)
 done
+# Wait until each node is ready (GET /readyz: joined, every member's sessions known).
+for i in 1 2 3; do
+	for _ in $(seq 100); do
+		curl -fsS -o /dev/null "http://127.0.0.1:808$i/readyz" 2>/dev/null && break
+		sleep 0.1
+	done
+	echo "n$i /readyz: $(curl -sS "http://127.0.0.1:808$i/readyz" || true)" >&2
+done
 echo "three nodes: http 127.0.0.1:8081 8082 8083; Ctrl-C stops them" >&2
 wait

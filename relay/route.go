@@ -62,10 +62,19 @@ func (s *Server) route(ctx context.Context, users []string, device string, frame
 }
 
 // forward asks node to deliver frame to users[idx...] and returns what it
-// said for each. A node that is gone or does not answer in time has no
-// sessions as far as the caller can know: its users get no result (offline).
+// said for each. The table lists sessions of theirs on node, so a node
+// that cannot be asked or does not answer in time (cluster.ErrUnreachable,
+// ErrNoAnswer; ErrUnknownNode: gossip dropped it a moment ago; ErrClosed:
+// this node is leaving) makes each of them "unreachable", not offline. A
+// full link queue and a reply that does not decode are errors.
 func (s *Server) forward(ctx context.Context, node string, users []string, idx []int, device string, frame []byte) [][]Result {
 	out := make([][]Result, len(idx))
+	each := func(status, reason string) [][]Result {
+		for j, i := range idx {
+			out[j] = []Result{{User: users[i], Node: node, Status: status, Error: reason}}
+		}
+		return out
+	}
 	req := relayRequest{Device: device, Users: make([]string, len(idx)), Frame: frame}
 	for j, i := range idx {
 		req.Users[j] = users[i]
@@ -77,22 +86,19 @@ func (s *Server) forward(ctx context.Context, node string, users []string, idx [
 	}
 	switch {
 	case errors.Is(err, cluster.ErrQueueFull):
-		for j, i := range idx {
-			out[j] = []Result{{User: users[i], Node: node, Status: StatusError, Error: "relay queue to node " + node + " full"}}
-		}
-		return out
+		return each(StatusError, "relay queue to node "+node+" full")
 	case err != nil:
-		s.log.Debug("owner unreachable: its users reported offline", "node", node, "users", len(idx), "err", err)
-		return out
+		s.log.Debug("owner unreachable: its users reported unreachable", "node", node, "users", len(idx), "err", err)
+		return each(StatusUnreachable, "")
 	}
 	reply, err := decodeRelayReply(payload)
 	if err != nil {
 		s.log.Warn("malformed relay reply", "node", node, "err", err)
-		return out
+		return each(StatusError, "malformed reply from node "+node)
 	}
 	if len(reply.Users) != len(idx) {
 		s.log.Warn("malformed relay reply", "node", node, "users", len(reply.Users), "want", len(idx))
-		return out
+		return each(StatusError, "malformed reply from node "+node)
 	}
 	for j, i := range idx {
 		for _, sr := range reply.Users[j] {

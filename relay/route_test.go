@@ -93,9 +93,11 @@ func TestForwardReportsOwnerAnswers(t *testing.T) {
 	}
 }
 
-// TestForwardOwnerUnreachable: an owner the cluster cannot reach or that
-// does not answer in time holds no sessions as far as /send can know: its
-// users are offline, logged at Debug, and OnForward hears the error.
+// TestForwardOwnerUnreachable: an owner the cluster cannot reach, that
+// does not answer in time, or that gossip dropped a moment ago: its users
+// are "unreachable" with the node named (not offline: the table lists
+// their sessions there), counted apart, logged at Debug, and OnForward
+// hears the error.
 func TestForwardOwnerUnreachable(t *testing.T) {
 	cases := []struct {
 		name  string
@@ -115,14 +117,17 @@ func TestForwardOwnerUnreachable(t *testing.T) {
 				OnForward: calls.onForward,
 			})
 			resp := sendResult(t, s, `{"users":["u","v"],"data":1}`)
-			checkResults(t, resp.Results, []Result{{User: "u", Status: StatusOffline}, {User: "v", Status: StatusOffline}})
-			if resp.Offline != 2 || resp.Failed != 0 {
+			checkResults(t, resp.Results, []Result{{User: "u", Node: "n2", Status: StatusUnreachable}, {User: "v", Node: "n2", Status: StatusUnreachable}})
+			if resp.Unreachable != 2 || resp.Offline != 0 || resp.Failed != 0 || resp.Delivered != 0 {
 				t.Fatalf("counts %+v", resp)
+			}
+			if st := s.Stats(); st.Unreachable != 2 || st.Offline != 0 {
+				t.Fatalf("stats %+v, want 2 unreachable", st)
 			}
 			if _, err := calls.called("n2"); !errors.Is(err, tc.want) {
 				t.Fatalf("OnForward err %v, want %v", err, tc.want)
 			}
-			if !strings.Contains(logs.String(), `level=DEBUG msg="owner unreachable: its users reported offline" component=relay node=n2 users=2`) {
+			if !strings.Contains(logs.String(), `level=DEBUG msg="owner unreachable: its users reported unreachable" component=relay node=n2 users=2`) {
 				t.Fatal("no debug line for the unreachable owner")
 			}
 		})
@@ -148,7 +153,7 @@ func TestForwardQueueFull(t *testing.T) {
 
 // TestForwardMalformedReply: a reply that does not decode, or answers for
 // another number of users than asked, is dropped with a warning: the
-// owner's users are offline.
+// owner's users get an error naming the node.
 func TestForwardMalformedReply(t *testing.T) {
 	good := (&relayReply{Users: [][]sessionResult{{{Device: "web"}}}}).append(nil)
 	cases := []struct {
@@ -169,7 +174,7 @@ func TestForwardMalformedReply(t *testing.T) {
 				owners: map[string][]string{"u": {"n2"}},
 				peers:  map[string]peer{"n2": answerBytes(tc.reply)},
 			}})
-			checkResults(t, sendResult(t, s, `{"users":["u"],"data":1}`).Results, []Result{{User: "u", Status: StatusOffline}})
+			checkResults(t, sendResult(t, s, `{"users":["u"],"data":1}`).Results, []Result{{User: "u", Node: "n2", Status: StatusError, Error: "malformed reply from node n2"}})
 			if !strings.Contains(logs.String(), `level=WARN msg="malformed relay reply" component=relay node=n2`) {
 				t.Fatal("no warning for the malformed reply")
 			}
@@ -272,18 +277,41 @@ func TestRouteKeepsRequestOrder(t *testing.T) {
 // status.
 func TestStatsCountResults(t *testing.T) {
 	s, _ := newTestServer(t, Config{Cluster: &fakeCluster{
-		owners: map[string][]string{"full": {"n2"}},
-		peers:  map[string]peer{"n2": failWith(cluster.ErrQueueFull)},
+		owners: map[string][]string{"full": {"n2"}, "away": {"n3"}},
+		peers:  map[string]peer{"n2": failWith(cluster.ErrQueueFull), "n3": failWith(cluster.ErrNoAnswer)},
 	}})
 	connect(t, s, serve(t, s), "here", "web")
 	if got := s.Stats(); got != (Stats{}) {
 		t.Fatalf("stats before any send: %+v", got)
 	}
-	sendResult(t, s, `{"users":["here","gone","full"],"data":1}`)
+	sendResult(t, s, `{"users":["here","gone","full","away"],"data":1}`)
 	sendResult(t, s, `{"users":["gone"],"data":1}`)
 	post(t, s, `{"users":[],"data":1}`) // refused: not counted
-	want := Stats{Sends: 2, Delivered: 1, Offline: 2, Failed: 1}
+	want := Stats{Sends: 2, Delivered: 1, Offline: 2, Unreachable: 1, Failed: 1}
 	if got := s.Stats(); got != want {
 		t.Fatalf("stats %+v, want %+v", got, want)
+	}
+}
+
+// TestRouteLocalAndUnreachable: a user with a session here and one on a
+// node that does not answer gets both results: delivered here, and
+// unreachable on that node; the counts say so.
+func TestRouteLocalAndUnreachable(t *testing.T) {
+	s, _ := newTestServer(t, Config{Cluster: &fakeCluster{
+		owners: map[string][]string{"both": {"n1", "n2"}},
+		peers:  map[string]peer{"n2": failWith(cluster.ErrNoAnswer)},
+	}})
+	c := connect(t, s, serve(t, s), "both", "web")
+	resp := sendResult(t, s, `{"users":["both","nobody"],"data":"hi"}`)
+	checkResults(t, resp.Results, []Result{
+		{User: "both", Device: "web", Node: "n1", Status: StatusDelivered},
+		{User: "both", Node: "n2", Status: StatusUnreachable},
+		{User: "nobody", Status: StatusOffline},
+	})
+	if resp.Delivered != 1 || resp.Unreachable != 1 || resp.Offline != 1 || resp.Failed != 0 {
+		t.Fatalf("counts %+v", resp)
+	}
+	if f := c.Next(t); f["id"] != resp.ID {
+		t.Fatalf("local client got %v", f)
 	}
 }

@@ -15,8 +15,12 @@ import (
 // Result statuses.
 const (
 	StatusDelivered = "delivered" // the owning node queued it for that connection
-	StatusOffline   = "offline"   // the user has no live session (on that device)
-	StatusError     = "error"     // a session was found but could not take it; see Error
+	StatusOffline   = "offline"   // the user has no live session (on that device) in this node's table
+	// StatusUnreachable: the table lists a session of the user on Node, but
+	// that node could not be asked, or did not answer, in time (crashed,
+	// stopped, partitioned, or gone from the cluster a moment ago).
+	StatusUnreachable = "unreachable"
+	StatusError       = "error" // a session was found but could not take it; see Error
 )
 
 // sendRequest is a /send body, decoded by decodeSend.
@@ -36,11 +40,12 @@ type Result struct {
 }
 
 type sendResponse struct {
-	ID        string   `json:"id"`
-	Delivered int      `json:"delivered"`
-	Offline   int      `json:"offline"`
-	Failed    int      `json:"failed"`
-	Results   []Result `json:"results"`
+	ID          string   `json:"id"`
+	Delivered   int      `json:"delivered"`
+	Offline     int      `json:"offline"`
+	Unreachable int      `json:"unreachable"`
+	Failed      int      `json:"failed"`
+	Results     []Result `json:"results"`
 }
 
 func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) error {
@@ -58,6 +63,8 @@ func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) error {
 				resp.Delivered++
 			case StatusOffline:
 				resp.Offline++
+			case StatusUnreachable:
+				resp.Unreachable++
 			default:
 				resp.Failed++
 			}
@@ -67,10 +74,11 @@ func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) error {
 	s.sends.Add(1)
 	s.delivered.Add(uint64(resp.Delivered))
 	s.offline.Add(uint64(resp.Offline))
+	s.unreachable.Add(uint64(resp.Unreachable))
 	s.failed.Add(uint64(resp.Failed))
 	if s.log.Enabled(r.Context(), slog.LevelDebug) {
 		s.log.Debug("send", "id", id, "users", len(req.Users), "device", clip(req.Device),
-			"delivered", resp.Delivered, "offline", resp.Offline, "failed", resp.Failed)
+			"delivered", resp.Delivered, "offline", resp.Offline, "unreachable", resp.Unreachable, "failed", resp.Failed)
 	}
 	httpx.WriteJSON(w, http.StatusOK, resp)
 	return nil

@@ -1,5 +1,5 @@
 // Package relay joins the session hub and the cluster: it serves the HTTP API
-// (POST /send, GET /healthz, GET /cluster, GET /metrics, and GET /ws from
+// (POST /send, GET /healthz, GET /readyz, GET /cluster, GET /metrics, and GET /ws from
 // the hub), finds which node holds each recipient and hands the message to
 // it, and answers the messages other nodes relay here (messages.go).
 package relay
@@ -49,6 +49,9 @@ type Config struct {
 	// OnForward, if set, hears of every call to another node: how long it
 	// took and its error (nil: the node answered). It must not block.
 	OnForward func(node string, took time.Duration, err error)
+	// Readiness, if set, answers GET /readyz: ready, or the reasons why
+	// not. nil: always ready. It must not block.
+	Readiness func() (ready bool, reasons []string)
 	Logger    *slog.Logger // default: slog.Default()
 }
 
@@ -64,20 +67,21 @@ type Server struct {
 
 	// Running totals for Stats: /send calls answered 200, and their
 	// results by status.
-	sends, delivered, offline, failed atomic.Uint64
+	sends, delivered, offline, unreachable, failed atomic.Uint64
 }
 
 // Stats are the API's running totals, for metrics.
 type Stats struct {
-	Sends     uint64 // POST /send calls answered 200
-	Delivered uint64 // results "delivered"
-	Offline   uint64 // results "offline"
-	Failed    uint64 // results "error"
+	Sends       uint64 // POST /send calls answered 200
+	Delivered   uint64 // results "delivered"
+	Offline     uint64 // results "offline"
+	Unreachable uint64 // results "unreachable"
+	Failed      uint64 // results "error"
 }
 
 // Stats returns the running totals.
 func (s *Server) Stats() Stats {
-	return Stats{Sends: s.sends.Load(), Delivered: s.delivered.Load(), Offline: s.offline.Load(), Failed: s.failed.Load()}
+	return Stats{Sends: s.sends.Load(), Delivered: s.delivered.Load(), Offline: s.offline.Load(), Unreachable: s.unreachable.Load(), Failed: s.failed.Load()}
 }
 
 // New validates cfg, fills defaults and returns a Server.
@@ -102,6 +106,7 @@ func New(cfg Config) (*Server, error) {
 	s.mux.Handle("/ws", cfg.Hub)
 	s.handle("POST /send", s.withAPIKey(s.handleSend))
 	s.handle("GET /healthz", s.public(s.handleHealthz))
+	s.handle("GET /readyz", s.public(s.handleReadyz))
 	s.handle("GET /cluster", s.withAPIKey(s.handleCluster))
 	if cfg.Metrics != nil {
 		s.handle("GET /metrics", s.withAPIKey(func(w http.ResponseWriter, r *http.Request) error {
@@ -278,6 +283,30 @@ func (s *Server) authorized(r *http.Request) bool {
 
 func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) error {
 	httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+type readyzResponse struct {
+	Status  string   `json:"status"` // "ready" or "not ready"
+	Reasons []string `json:"reasons,omitempty"`
+}
+
+// handleReadyz answers 200 {"status":"ready"} when Config.Readiness says
+// so, else 503 {"status":"not ready","reasons":[...]}. Never cached.
+func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) error {
+	ready, reasons := true, []string(nil)
+	if s.cfg.Readiness != nil {
+		ready, reasons = s.cfg.Readiness()
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	if !ready {
+		if len(reasons) == 0 {
+			reasons = []string{"not ready"}
+		}
+		httpx.WriteJSON(w, http.StatusServiceUnavailable, readyzResponse{Status: "not ready", Reasons: reasons})
+		return nil
+	}
+	httpx.WriteJSON(w, http.StatusOK, readyzResponse{Status: "ready"})
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"wsmesh/internal/testsupport"
@@ -81,6 +82,7 @@ func TestEndpointMethods(t *testing.T) {
 	}{
 		{"POST", "/send", `"offline":1`},
 		{"GET", "/healthz", `{"status":"ok"}`},
+		{"GET", "/readyz", `{"status":"ready"}`},
 		{"GET", "/cluster", `"node":"n1"`},
 		{"GET", "/metrics", "metrics 1"},
 	}
@@ -93,7 +95,7 @@ func TestEndpointMethods(t *testing.T) {
 					checkAnswer(t, resp, body, http.StatusMethodNotAllowed, ep.method, "method "+method+" not allowed; use "+ep.method)
 					return
 				}
-				if ep.path != "/healthz" { // the others need the key
+				if ep.path != "/healthz" && ep.path != "/readyz" { // the others need the key
 					checkAnswer(t, resp, body, http.StatusUnauthorized, "", "missing or wrong API key")
 					if resp.Header.Get("WWW-Authenticate") != `Bearer realm="wsmesh"` {
 						t.Fatalf("401 with WWW-Authenticate %q", resp.Header.Get("WWW-Authenticate"))
@@ -181,5 +183,46 @@ func TestHandlePatternMustNameAMethod(t *testing.T) {
 			}()
 			s.handle(pattern, http.NotFoundHandler())
 		}()
+	}
+}
+
+// TestReadyz: GET /readyz answers what Config.Readiness says, with no key:
+// 200 {"status":"ready"}, or 503 {"status":"not ready","reasons":[...]};
+// HEAD works; the answer is never cached. No Readiness: always ready.
+func TestReadyz(t *testing.T) {
+	var mu sync.Mutex
+	ready, reasons := false, []string{"no session table from n2 yet", "shutting down"}
+	s, _ := newTestServer(t, Config{APIKeys: []string{"k1"}, Readiness: func() (bool, []string) {
+		mu.Lock()
+		defer mu.Unlock()
+		return ready, reasons
+	}})
+	addr := startTestHTTP(t, s, nil)
+
+	resp, body := do(t, addr, "GET", "/readyz", "", "")
+	if resp.StatusCode != http.StatusServiceUnavailable || body != `{"status":"not ready","reasons":["no session table from n2 yet","shutting down"]}`+"\n" {
+		t.Fatalf("not ready: %d %q", resp.StatusCode, body)
+	}
+	if cc := resp.Header.Get("Cache-Control"); cc != "no-store" {
+		t.Fatalf("Cache-Control %q, want no-store", cc)
+	}
+	if resp, body := do(t, addr, "HEAD", "/readyz", "", ""); resp.StatusCode != http.StatusServiceUnavailable || body != "" {
+		t.Fatalf("HEAD, not ready: %d %q", resp.StatusCode, body)
+	}
+
+	mu.Lock()
+	ready, reasons = true, nil
+	mu.Unlock()
+	resp, body = do(t, addr, "GET", "/readyz", "", "")
+	if resp.StatusCode != http.StatusOK || body != `{"status":"ready"}`+"\n" {
+		t.Fatalf("ready: %d %q", resp.StatusCode, body)
+	}
+	if resp, _ := do(t, addr, "HEAD", "/readyz", "", ""); resp.StatusCode != http.StatusOK {
+		t.Fatalf("HEAD, ready: %d", resp.StatusCode)
+	}
+
+	bare, _ := newTestServer(t, Config{})
+	if resp, body := do(t, startTestHTTP(t, bare, nil), "GET", "/readyz", "", ""); resp.StatusCode != http.StatusOK || !strings.Contains(body, `"ready"`) {
+		t.Fatalf("no Readiness: %d %q", resp.StatusCode, body)
 	}
 }

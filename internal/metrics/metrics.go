@@ -23,6 +23,8 @@ type Sources struct {
 	Hub     *session.Hub
 	Cluster *cluster.Cluster
 	API     *relay.Server
+	// Ready, if set, is what GET /readyz answers (wsmesh_ready).
+	Ready func() (ready bool, reasons []string)
 }
 
 // Metrics is one node's registry and histograms.
@@ -49,9 +51,9 @@ func New() *Metrics {
 		}),
 		forward: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "wsmesh_relay_forward_seconds",
-			Help:    "Time of a /send's call to another node, by result (ok, unreachable, timeout, queue_full, error).",
+			Help:    "Time of a /send's call to another node, by node called and result (ok, unreachable, timeout, queue_full, error).",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14),
-		}, []string{"result"}),
+		}, []string{"node", "result"}),
 	}
 }
 
@@ -61,8 +63,9 @@ func (m *Metrics) OnBatch(items int, rtt time.Duration) {
 	m.batchRTT.Observe(rtt.Seconds())
 }
 
-// OnForward is a relay.Config.OnForward.
-func (m *Metrics) OnForward(_ string, took time.Duration, err error) {
+// OnForward is a relay.Config.OnForward. The node label takes the members'
+// names: as many series as nodes the cluster has had.
+func (m *Metrics) OnForward(node string, took time.Duration, err error) {
 	result := "ok"
 	switch {
 	case err == nil:
@@ -70,12 +73,12 @@ func (m *Metrics) OnForward(_ string, took time.Duration, err error) {
 		result = "queue_full"
 	case errors.Is(err, cluster.ErrNoAnswer):
 		result = "timeout"
-	case errors.Is(err, cluster.ErrUnreachable), errors.Is(err, cluster.ErrUnknownNode):
+	case errors.Is(err, cluster.ErrUnreachable), errors.Is(err, cluster.ErrUnknownNode), errors.Is(err, cluster.ErrClosed):
 		result = "unreachable"
 	default:
 		result = "error"
 	}
-	m.forward.WithLabelValues(result).Observe(took.Seconds())
+	m.forward.WithLabelValues(node, result).Observe(took.Seconds())
 }
 
 // Register adds every metric, reading src at scrape time.
@@ -101,21 +104,67 @@ func (m *Metrics) Register(src Sources) {
 		counter("wsmesh_send_queue_overflows_total", "Sessions closed with 4002: their send queue overflowed.", func() uint64 { return src.Hub.Stats().SlowConsumers }),
 		counter("wsmesh_sends_total", "POST /send calls answered 200.", func() uint64 { return src.API.Stats().Sends }),
 		counter("wsmesh_deliveries_total", `/send results "delivered": queued on a connection by its node.`, func() uint64 { return src.API.Stats().Delivered }),
-		counter("wsmesh_offline_total", `/send results "offline": users with no live session (or an unreachable owner).`, func() uint64 { return src.API.Stats().Offline }),
+		counter("wsmesh_offline_total", `/send results "offline": users with no live session in this node's table.`, func() uint64 { return src.API.Stats().Offline }),
+		counter("wsmesh_unreachable_total", `/send results "unreachable": users whose owner node could not be asked or did not answer in time.`, func() uint64 { return src.API.Stats().Unreachable }),
 		counter("wsmesh_send_errors_total", `/send results "error": a session or link could not take the message.`, func() uint64 { return src.API.Stats().Failed }),
-		counter("wsmesh_relay_batches_total", "Batches links had acknowledged.", func() uint64 { return src.Cluster.Stats().Batches }),
-		counter("wsmesh_relay_send_failures_total", "Batches that could not be sent: the peer was unreachable.", func() uint64 { return src.Cluster.Stats().SendFailures }),
-		counter("wsmesh_relay_ack_timeouts_total", "Batches sent but not acknowledged in time.", func() uint64 { return src.Cluster.Stats().AckTimeouts }),
+		&linkCollector{c: src.Cluster},
 		counter("wsmesh_relay_unauthenticated_total", "Link messages dropped because their MAC was missing or wrong (nodes must share auth.jwt_secret).", func() uint64 { return src.Cluster.Stats().Unauthenticated }),
-		counter("wsmesh_relay_queue_overflows_total", "Calls refused because a link's queue was full.", func() uint64 { return src.Cluster.Stats().QueueFull }),
+		counter("wsmesh_relay_identity_refused_total", "Link messages refused: their sender's name and boot epoch are not the member memberlist knows (another process with a live node's node.name).", func() uint64 { return src.Cluster.Stats().IdentityRefused }),
+		counter("wsmesh_relay_duplicates_total", "Copies of a batch received again (its ack lost or late): acked again, not handled twice.", func() uint64 { return src.Cluster.Stats().Duplicates }),
+		counter("wsmesh_table_snapshots_sent_total", "Snapshots of this node's sessions started to a peer.", func() uint64 { return src.Cluster.Stats().SnapshotsSent }),
+		counter("wsmesh_table_snapshots_resent_total", "Snapshots started to a peer before the previous one was acknowledged to its last chunk (should stay 0).", func() uint64 { return src.Cluster.Stats().SnapshotsResent }),
+		counter("wsmesh_table_snapshot_chunks_total", "Snapshot chunks sent (at most 512 KiB each).", func() uint64 { return src.Cluster.Stats().SnapshotChunks }),
+		counter("wsmesh_table_snapshots_applied_total", "Peers' snapshots applied to their last chunk.", func() uint64 { return src.Cluster.Stats().SnapshotsApplied }),
+		counter("wsmesh_table_snapshots_abandoned_total", "Peers' snapshots left unfinished (a chunk missing, or a newer one started).", func() uint64 { return src.Cluster.Stats().SnapshotsAbandoned }),
 		gauge("wsmesh_table_sessions", "Sessions in this node's cluster-wide table.", func() float64 { return float64(src.Cluster.TableSize()) }),
 		&membersCollector{c: src.Cluster},
 	)
+	if src.Ready != nil {
+		m.reg.MustRegister(gauge("wsmesh_ready", "1 while GET /readyz answers 200 (joined, every alive member's sessions known, not shutting down), else 0.", func() float64 {
+			if ok, _ := src.Ready(); ok {
+				return 1
+			}
+			return 0
+		}))
+	}
 }
 
 // Handler serves the registry in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// linkCollector reports each link's counters labelled by peer.
+type linkCollector struct{ c *cluster.Cluster }
+
+var linkDescs = []struct {
+	desc  *prometheus.Desc
+	value func(cluster.PeerStats) uint64
+}{
+	{prometheus.NewDesc("wsmesh_relay_batches_total", "Batches the peer acknowledged, by peer.", []string{"peer"}, nil),
+		func(s cluster.PeerStats) uint64 { return s.Batches }},
+	{prometheus.NewDesc("wsmesh_relay_send_failures_total", "Batches that could not be sent to the peer (unreachable), by peer.", []string{"peer"}, nil),
+		func(s cluster.PeerStats) uint64 { return s.SendFailures }},
+	{prometheus.NewDesc("wsmesh_relay_ack_timeouts_total", "Batches the peer did not acknowledge in time, by peer.", []string{"peer"}, nil),
+		func(s cluster.PeerStats) uint64 { return s.AckTimeouts }},
+	{prometheus.NewDesc("wsmesh_relay_queue_overflows_total", "Calls refused because the link's queue to the peer was full, by peer.", []string{"peer"}, nil),
+		func(s cluster.PeerStats) uint64 { return s.QueueFull }},
+	{prometheus.NewDesc("wsmesh_relay_retransmits_total", "Batches sent to the peer again (same sequence) after an ack timeout or a failed send, by peer.", []string{"peer"}, nil),
+		func(s cluster.PeerStats) uint64 { return s.Retransmits }},
+}
+
+func (lc *linkCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range linkDescs {
+		ch <- d.desc
+	}
+}
+
+func (lc *linkCollector) Collect(ch chan<- prometheus.Metric) {
+	for peer, s := range lc.c.PeerStats() {
+		for _, d := range linkDescs {
+			ch <- prometheus.MustNewConstMetric(d.desc, prometheus.CounterValue, float64(d.value(s)), peer)
+		}
+	}
 }
 
 // membersCollector reports members by state, as GET /cluster lists them.

@@ -38,6 +38,9 @@ type Hooks struct {
 	// RejoinInterval is how often to re-join seeds and lost members
 	// (0: the cluster's default, 30s).
 	RejoinInterval time.Duration
+	// ReadyWait bounds how long Run waits for the node to be ready
+	// (Readiness) before it tells systemd READY=1 anyway (0: 20s).
+	ReadyWait time.Duration
 }
 
 // Node is one running wsmesh node: the session hub, the cluster view and
@@ -51,6 +54,21 @@ type Node struct {
 	ln       net.Listener
 	inFlight atomic.Int64 // HTTP requests being handled (not WebSockets once upgraded)
 	admin    *profiler    // on admin.listen, or nil
+	ready    *readiness
+}
+
+// readiness is what GET /readyz answers: the cluster's readiness
+// (cluster.Readiness), and never once shutdown has begun.
+type readiness struct {
+	cluster  *cluster.Cluster
+	stopping atomic.Bool
+}
+
+func (r *readiness) check() (bool, []string) {
+	if r.stopping.Load() {
+		return false, []string{"shutting down"}
+	}
+	return r.cluster.Readiness()
 }
 
 // New builds a node from cfg: it binds http.listen (and admin.listen, if
@@ -74,11 +92,12 @@ func New(cfg *config.Config, log *slog.Logger, h Hooks) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	api, err := newAPI(cfg, log, hub, cl, proxies, m)
+	ready := &readiness{cluster: cl}
+	api, err := newAPI(cfg, log, hub, cl, proxies, m, ready.check)
 	if err != nil {
 		return nil, err
 	}
-	m.Register(metrics.Sources{Hub: hub, Cluster: cl, API: api})
+	m.Register(metrics.Sources{Hub: hub, Cluster: cl, API: api, Ready: ready.check})
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on http.listen %s: %w", cfg.HTTP.Listen, err)
@@ -87,7 +106,7 @@ func New(cfg *config.Config, log *slog.Logger, h Hooks) (*Node, error) {
 		ln.Close()
 		return nil, err
 	}
-	n := &Node{cfg: cfg, hub: hub, cluster: cl, api: api, ln: ln}
+	n := &Node{cfg: cfg, hub: hub, cluster: cl, api: api, ln: ln, ready: ready}
 	n.srv = n.newServer(log)
 	if cfg.Admin.Listen != "" {
 		if n.admin, err = listenProfiler(cfg.Admin.Listen, log); err != nil {
@@ -139,8 +158,8 @@ func newHub(cfg *config.Config, log *slog.Logger, auth *session.Authenticator, p
 }
 
 // newAPI builds the HTTP API from the [http] table, with the demo page if
-// enabled.
-func newAPI(cfg *config.Config, log *slog.Logger, hub *session.Hub, cl *cluster.Cluster, proxies realip.Proxies, m *metrics.Metrics) (*relay.Server, error) {
+// enabled; GET /readyz answers ready.
+func newAPI(cfg *config.Config, log *slog.Logger, hub *session.Hub, cl *cluster.Cluster, proxies realip.Proxies, m *metrics.Metrics, ready func() (bool, []string)) (*relay.Server, error) {
 	var routes map[string]http.Handler
 	if cfg.HTTP.DemoEnabled() {
 		demo := web.Demo() // /demo/ and /demo/wsmesh.js; /demo redirects there
@@ -156,6 +175,7 @@ func newAPI(cfg *config.Config, log *slog.Logger, hub *session.Hub, cl *cluster.
 		TrustedProxies:  proxies,
 		Metrics:         m.Handler(),
 		OnForward:       m.OnForward,
+		Readiness:       ready,
 		Logger:          log,
 	})
 }
@@ -196,6 +216,11 @@ func (n *Node) Hub() *session.Hub { return n.hub }
 // Cluster returns the node's view of the cluster.
 func (n *Node) Cluster() *cluster.Cluster { return n.cluster }
 
+// Readiness is what GET /readyz answers: ready once the node has joined
+// and holds every alive member's sessions (cluster.Readiness), not ready
+// from the moment Shutdown begins ("shutting down"). It does not block.
+func (n *Node) Readiness() (ready bool, reasons []string) { return n.ready.check() }
+
 // InFlight returns the number of HTTP requests being handled (WebSockets
 // count only until they are upgraded).
 func (n *Node) InFlight() int64 { return n.inFlight.Load() }
@@ -212,16 +237,18 @@ func (n *Node) Serve() error {
 	return nil
 }
 
-// Shutdown stops accepting, lets in-flight requests answer (those whose
-// body has not arrived within a second get 503), closes every session with
-// 1012, then leaves the cluster (peers see "left" at once). It returns
-// ctx.Err() if ctx ends first.
+// Shutdown marks the node not ready (GET /readyz: 503 "shutting down"),
+// stops accepting, lets in-flight requests answer (those whose body has not
+// arrived within a second get 503), closes every session with 1012, then
+// leaves the cluster (peers see "left" at once). It returns ctx.Err() if
+// ctx ends first.
 //
 // http.Server.Shutdown also waits for idle connections that never sent a
 // request (a browser's spare socket) for up to 5 s: that must not hold the
 // 1012 back. So sessions close once the in-flight requests are done, and the
 // connections still idle then are cut.
 func (n *Node) Shutdown(ctx context.Context) error {
+	n.ready.stopping.Store(true) // GET /readyz: 503 "shutting down" from now on
 	// Bodies still arriving get a moment to finish, then 503: a stalled one
 	// must not hold shutdown for its whole timeout.
 	n.api.CutBodyReads(min(time.Second, n.cfg.Node.ShutdownTimeout.D()/4))
