@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -138,7 +139,7 @@ func decodeObject(body []byte, fields map[string]any) error {
 		if err := dec.Decode(target); err != nil {
 			var ute *json.UnmarshalTypeError
 			if errors.As(err, &ute) {
-				ute.Field = strings.TrimSuffix(key+"."+ute.Field, ".")
+				return wrongType(key, reflect.TypeOf(target).Elem(), ute)
 			}
 			return truncated(err)
 		}
@@ -150,6 +151,33 @@ func decodeObject(body []byte, fields map[string]any) error {
 		return httpErrorf(http.StatusBadRequest, "malformed JSON: unexpected data after the body's object")
 	}
 	return nil
+}
+
+// wrongType answers a field whose JSON value is of another kind than its
+// Go type: 400 naming the field, what it must be and what it got.
+func wrongType(key string, want reflect.Type, ute *json.UnmarshalTypeError) error {
+	if want.Kind() == reflect.Slice && ute.Type == want.Elem() {
+		return httpErrorf(http.StatusBadRequest, "wrong type: %q must be %s, but an element is a JSON %s", clip(key), typeName(want), clip(ute.Value))
+	}
+	return httpErrorf(http.StatusBadRequest, "wrong type: %q must be %s, got a JSON %s", clip(key), typeName(want), clip(ute.Value))
+}
+
+// typeName says in JSON words what a field of Go type t holds.
+func typeName(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice:
+		return "an array of " + strings.TrimPrefix(strings.TrimPrefix(typeName(t.Elem()), "a "), "an ") + "s"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	}
+	return "another kind of JSON value"
 }
 
 // tokenKind names the kind of JSON value a json.Token starts.

@@ -9,14 +9,16 @@ import (
 	"strings"
 )
 
-// WriteJSON answers status with v encoded as JSON (encoding/json's
-// defaults: HTML characters escaped, a trailing newline) and Content-Type
+// WriteJSON answers status with v encoded as JSON (HTML characters not
+// escaped, a trailing newline) and Content-Type
 // application/json. Headers set on w before it are sent too. An encoding
 // error is dropped: the status is already written.
 func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false) // JSON for programs and people, not HTML: "<key>", not "\u003ckey\u003e"
+	_ = enc.Encode(v)
 }
 
 // errorBody is the body of every error answer.

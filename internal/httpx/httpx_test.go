@@ -12,9 +12,9 @@ func TestWriteError(t *testing.T) {
 		name, msg, body string
 	}{
 		{"plain", "no such endpoint: /nope", `{"error":"no such endpoint: /nope"}` + "\n"},
-		// json.Encoder's defaults, as every error answer had before: HTML
-		// characters escaped, invalid UTF-8 replaced.
-		{"html escaped", `<a href="x">&</a>`, `{"error":"\u003ca href=\"x\"\u003e\u0026\u003c/a\u003e"}` + "\n"},
+		// Readable: HTML characters are not escaped (the answer is JSON,
+		// never HTML); invalid UTF-8 replaced.
+		{"html kept", `missing or wrong API key (Authorization: Bearer <key>) & more`, `{"error":"missing or wrong API key (Authorization: Bearer <key>) & more"}` + "\n"},
 		{"invalid utf-8", "a\xffb", `{"error":"a\ufffdb"}` + "\n"},
 		{"empty", "", `{"error":""}` + "\n"},
 	}
