@@ -539,7 +539,7 @@ func TestBrowserDemoMounted(t *testing.T) {
 		cfg.HTTP.Listen = tc.listen
 		n := nodetest.Start(t, cfg)
 		c := http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-		for path, want := range map[string]int{"/demo/": 200, "/demo/wsmesh.js": 200, "/demo?token=x": 301, "/demo/nope": 404} {
+		for path, want := range map[string]int{"/demo/": 200, "/demo/wsmesh.js": 200, "/demo?token=x": 301, "/demo/nope": 404, "/": 302} {
 			if !tc.served {
 				want = 404
 			}
@@ -553,6 +553,9 @@ func TestBrowserDemoMounted(t *testing.T) {
 			}
 			if want == 301 && resp.Header.Get("Location") != "/demo/?token=x" {
 				t.Errorf("http.demo %q: GET %s: Location %q", tc.demo, path, resp.Header.Get("Location"))
+			}
+			if want == 302 && resp.Header.Get("Location") != "/demo/" { // GET / points a newcomer to the demo
+				t.Errorf("http.demo %q: GET %s: Location %q, want /demo/", tc.demo, path, resp.Header.Get("Location"))
 			}
 		}
 		n.Stop(t)

@@ -163,7 +163,11 @@ func newAPI(cfg *config.Config, log *slog.Logger, hub *session.Hub, cl *cluster.
 	var routes map[string]http.Handler
 	if cfg.HTTP.DemoEnabled() {
 		demo := web.Demo() // /demo/ and /demo/wsmesh.js; /demo redirects there
-		routes = map[string]http.Handler{"GET /demo": demo, "GET /demo/": demo}
+		routes = map[string]http.Handler{
+			"GET /demo":  demo,
+			"GET /demo/": demo,
+			"GET /{$}":   http.RedirectHandler("/demo/", http.StatusFound), // a newcomer opening the node's address finds the demo
+		}
 	}
 	return relay.New(relay.Config{
 		Routes:          routes,
