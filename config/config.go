@@ -8,8 +8,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -231,15 +233,24 @@ func (c *Config) validate() error {
 	if c.Node.ShutdownTimeout <= 0 {
 		return c.keyErr("node.shutdown_timeout", "must be positive, got %s", c.Node.ShutdownTimeout.D())
 	}
+	// Every placeholder at once, and with them the other secrets too weak
+	// for this listener: an operator replaces them all in one go.
+	placeholders := map[string]error{}
 	for _, kv := range []struct {
 		key  string
 		vals []string
 	}{{"auth.jwt_secret", []string{c.Auth.JWTSecret}}, {"auth.api_keys", c.Auth.APIKeys}, {"cluster.secret_keys", c.Cluster.SecretKeys}} {
-		for _, v := range kv.vals {
-			if strings.HasPrefix(v, "REPLACE") {
-				return c.keyErr(kv.key, "is still the example's placeholder %q: set a real value", v)
+		if i := slices.IndexFunc(kv.vals, func(v string) bool { return strings.HasPrefix(v, "REPLACE") }); i >= 0 {
+			placeholders[kv.key] = c.keyErr(kv.key, "is still the example's placeholder %q: set a real value", kv.vals[i])
+		}
+	}
+	if len(placeholders) > 0 {
+		for key, err := range c.exposure() {
+			if placeholders[key] == nil {
+				placeholders[key] = err
 			}
 		}
+		return errors.Join(values(placeholders)...)
 	}
 	if err := checkAddr(c.HTTP.Listen); err != nil {
 		return c.keyErr("http.listen", "%v", err)
@@ -329,29 +340,44 @@ func (c *Config) validate() error {
 
 // checkExposure refuses weak secrets on a listener reachable from other hosts.
 func (c *Config) checkExposure() error {
+	return errors.Join(values(c.exposure())...)
+}
+
+// exposure lists, by key, the secrets too weak for a listener reachable
+// from other hosts: at most one error per key.
+func (c *Config) exposure() map[string]error {
+	out := map[string]error{}
 	if !IsLoopback(c.Cluster.Bind) && len(c.Cluster.SecretKeys) == 0 {
-		return c.keyErr("cluster.secret_keys", "is empty; cluster.bind %q is not a loopback address, so gossip and relay must be encrypted: set a random key (head -c 32 /dev/urandom | base64)", c.Cluster.Bind)
+		out["cluster.secret_keys"] = c.keyErr("cluster.secret_keys", "is empty; cluster.bind %q is not a loopback address, so gossip and relay must be encrypted: set a random key (head -c 32 /dev/urandom | base64)", c.Cluster.Bind)
 	}
 	if IsLoopback(c.HTTP.Listen) {
-		return nil
+		return out
 	}
 	why := fmt.Sprintf("http.listen %q is not a loopback address", c.HTTP.Listen)
 	switch {
 	case c.Auth.JWTSecret == "":
-		return c.keyErr("auth.jwt_secret", "is empty; %s, so set a random secret of at least %d bytes", why, MinSecretBytes)
+		out["auth.jwt_secret"] = c.keyErr("auth.jwt_secret", "is empty; %s, so set a random secret of at least %d bytes", why, MinSecretBytes)
 	case c.Auth.JWTSecret == SampleJWTSecret:
-		return c.keyErr("auth.jwt_secret", "is the committed sample secret; %s, so set your own random secret", why)
+		out["auth.jwt_secret"] = c.keyErr("auth.jwt_secret", "is the committed sample secret; %s, so set your own random secret", why)
 	case len(c.Auth.JWTSecret) < MinSecretBytes:
-		return c.keyErr("auth.jwt_secret", "is %d bytes; %s, so it must be at least %d bytes", len(c.Auth.JWTSecret), why, MinSecretBytes)
+		out["auth.jwt_secret"] = c.keyErr("auth.jwt_secret", "is %d bytes; %s, so it must be at least %d bytes", len(c.Auth.JWTSecret), why, MinSecretBytes)
+	}
+	switch {
 	case len(c.Auth.APIKeys) == 0:
-		return c.keyErr("auth.api_keys", "is empty; %s, so POST /send must be protected by an API key", why)
+		out["auth.api_keys"] = c.keyErr("auth.api_keys", "is empty; %s, so POST /send must be protected by an API key", why)
+	case slices.Contains(c.Auth.APIKeys, SampleAPIKey):
+		out["auth.api_keys"] = c.keyErr("auth.api_keys", "holds the committed sample key; %s, so set your own keys", why)
 	}
-	for _, k := range c.Auth.APIKeys {
-		if k == SampleAPIKey {
-			return c.keyErr("auth.api_keys", "holds the committed sample key; %s, so set your own keys", why)
-		}
+	return out
+}
+
+// values returns m's errors sorted by key.
+func values(m map[string]error) []error {
+	var out []error
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, m[k])
 	}
-	return nil
+	return out
 }
 
 // checkAddr accepts "host:port" with a port in 0..65535 (0: pick one).
