@@ -173,7 +173,7 @@ func New(cfg Config) (*Cluster, error) {
 	}
 	c := &Cluster{
 		cfg:     cfg,
-		log:     cfg.Logger.With("component", "cluster"),
+		log:     cfg.Logger.With("component", "cluster", "node", cfg.NodeName), // every cluster line names its node
 		epoch:   uint64(time.Now().UnixNano()),
 		clock:   clock{now: time.Now},
 		table:   newTable(cfg.NodeName, cfg.SingleDevice),
@@ -327,7 +327,7 @@ func (c *Cluster) Start(h Handler) error {
 	}
 	c.wg.Add(1)
 	go c.rejoinLoop(joined)
-	c.log.Info("gossip started", "node", c.cfg.NodeName, "addr", c.selfAddr, "members", ml.NumMembers(), "encrypted", len(c.cfg.SecretKeys) > 0)
+	c.log.Info("gossip started", "addr", c.selfAddr, "members", ml.NumMembers(), "encrypted", len(c.cfg.SecretKeys) > 0)
 	return nil
 }
 

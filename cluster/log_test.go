@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"log/slog"
 	"strings"
 	"testing"
@@ -30,6 +31,29 @@ func TestLogBridgeLevels(t *testing.T) {
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("log lacks %s\n%s", want, out)
+		}
+	}
+}
+
+// Every line the cluster logs, its own and memberlist's, names its node: in
+// a process running one node it is the only way to tell the node apart in
+// a shared log.
+func TestEveryClusterLineNamesItsNode(t *testing.T) {
+	logs := &syncBuffer{}
+	a, _ := testCluster(t, "a", nil, nil, logs)
+	b, _ := testCluster(t, "b", []string{a.Addr()}, nil, nil)
+	waitUntil(t, "a and b linked", func() bool { return hasPeer(a, "b") && hasPeer(b, "a") })
+	if err := b.Leave(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "a to see b leave", func() bool { return !hasPeer(a, "b") })
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if len(lines) < 3 {
+		t.Fatalf("only %d log lines from a:\n%s", len(lines), logs)
+	}
+	for _, l := range lines {
+		if !strings.Contains(l, " node=a") {
+			t.Errorf("a cluster line without node=a: %s", l)
 		}
 	}
 }
