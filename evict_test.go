@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -100,5 +101,35 @@ func TestClusterEvictionRace(t *testing.T) {
 				t.Fatalf("send to the survivor: %v", out)
 			}
 		})
+	}
+}
+
+// One cross-node eviction reaches the old owner by two paths (the direct
+// evict and the delta) but counts, and logs, once: it showed
+// wsmesh_evictions_total 2 and two "session evicted" lines in 4 of 5 runs.
+func TestCrossNodeEvictionCountedOnce(t *testing.T) {
+	nodes := nodetest.StartCluster(t, 2)
+	t1, t2 := nodes[0], nodes[1]
+	old := t1.Dial(t, t1.Token(t, "u", "phone"), testsupport.DialOpts{})
+	nodetest.WaitRoutable(t, nodes, "u", "t1")
+	t2.Dial(t, t2.Token(t, "u", "phone"), testsupport.DialOpts{})
+
+	if f := old.Next(t); f["type"] != "evicted" {
+		t.Fatalf("old session got %v, want the evicted frame", f)
+	}
+	if code, _ := old.WaitClose(t); code != 4000 {
+		t.Fatalf("old session closed with %d, want 4000", code)
+	}
+	// Both paths have arrived once t1's table has t2's session: the evict
+	// and the delta travel in order on one link.
+	nodetest.WaitRoutable(t, nodes, "u", "t2")
+	if n := t1.Hub().Stats().Evictions; n != 1 {
+		t.Errorf("t1 counted %d evictions, want 1", n)
+	}
+	if n := t1.Logs.Count(`msg="session evicted"`); n != 1 {
+		t.Errorf(`t1 logged "session evicted" %d times, want 1`, n)
+	}
+	if m := t1.Metrics(t); !strings.Contains(m, "\nwsmesh_evictions_total 1\n") {
+		t.Errorf("t1's /metrics lacks wsmesh_evictions_total 1")
 	}
 }

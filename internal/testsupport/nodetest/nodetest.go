@@ -36,7 +36,8 @@ func Config(tb testing.TB) *config.Config {
 type Node struct {
 	*node.Node
 	*testsupport.Client
-	Cfg *config.Config
+	Cfg  *config.Config
+	Logs *testsupport.LogWriter // the node's log lines, also in the test's log
 
 	cancel context.CancelFunc
 	done   chan error // receives Run's result once
@@ -65,7 +66,7 @@ func StartHooks(tb testing.TB, cfg *config.Config, h node.Hooks) *Node {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan *node.Node, 1)
 	h.Ready = ready
-	n := &Node{Cfg: cfg, cancel: cancel, done: make(chan error, 1)}
+	n := &Node{Cfg: cfg, Logs: lw, cancel: cancel, done: make(chan error, 1)}
 	go func() { n.done <- node.Run(ctx, cfg, log, h) }()
 	select {
 	case n.Node = <-ready:
