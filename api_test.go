@@ -160,6 +160,7 @@ func TestMetrics(t *testing.T) {
 		"wsmesh_offline_total 1",
 		`wsmesh_members{state="alive"} 1`,
 		"wsmesh_relay_batch_seconds_bucket",
+		`wsmesh_build_info{revision="`, // revision and version of the running build
 		"go_goroutines",
 	} {
 		if !strings.Contains(body, want) {

@@ -25,6 +25,8 @@ type Sources struct {
 	API     *relay.Server
 	// Ready, if set, is what GET /readyz answers (wsmesh_ready).
 	Ready func() (ready bool, reasons []string)
+	// Version and Revision label wsmesh_build_info.
+	Version, Revision string
 }
 
 // Metrics is one node's registry and histograms.
@@ -118,6 +120,11 @@ func (m *Metrics) Register(src Sources) {
 		counter("wsmesh_table_snapshots_abandoned_total", "Peers' snapshots left unfinished (a chunk missing, or a newer one started).", func() uint64 { return src.Cluster.Stats().SnapshotsAbandoned }),
 		gauge("wsmesh_table_sessions", "Sessions in this node's cluster-wide table.", func() float64 { return float64(src.Cluster.TableSize()) }),
 		&membersCollector{c: src.Cluster},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "wsmesh_build_info",
+			Help:        "Always 1; the labels say which build runs: module version and VCS revision.",
+			ConstLabels: prometheus.Labels{"version": src.Version, "revision": src.Revision},
+		}, func() float64 { return 1 }),
 	)
 	if src.Ready != nil {
 		m.reg.MustRegister(gauge("wsmesh_ready", "1 while GET /readyz answers 200 (joined, every alive member's sessions known, not shutting down), else 0.", func() float64 {

@@ -97,7 +97,8 @@ func New(cfg *config.Config, log *slog.Logger, h Hooks) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	m.Register(metrics.Sources{Hub: hub, Cluster: cl, API: api, Ready: ready.check})
+	version, revision := build()
+	m.Register(metrics.Sources{Hub: hub, Cluster: cl, API: api, Ready: ready.check, Version: version, Revision: revision})
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on http.listen %s: %w", cfg.HTTP.Listen, err)

@@ -9,6 +9,13 @@ import (
 // Version reports the module version and VCS revision of the running
 // binary, as "wsmesh VERSION REVISION[+dirty] GOVERSION".
 func Version() string {
+	version, rev := build()
+	return fmt.Sprintf("wsmesh %s %s %s", version, rev, runtime.Version())
+}
+
+// build returns the module version and the VCS revision ("+dirty" when
+// built from a modified tree) of the running binary.
+func build() (version, revision string) {
 	version, rev, modified := "(devel)", "unknown revision", ""
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		if bi.Main.Version != "" {
@@ -25,5 +32,5 @@ func Version() string {
 			}
 		}
 	}
-	return fmt.Sprintf("wsmesh %s %s%s %s", version, rev, modified, runtime.Version())
+	return version, rev + modified
 }
