@@ -27,7 +27,7 @@ func TestSendReachesClient(t *testing.T) {
 		t.Fatalf("want one result per session or offline user, got %v", res)
 	}
 	want := []map[string]any{
-		{"user": "42", "device": "web", "node": "t1", "status": "delivered"},
+		{"user": "42", "session": c.Session(t), "device": "web", "node": "t1", "status": "delivered"},
 		{"user": "nobody", "status": "offline"},
 	}
 	for i, w := range want {

@@ -97,6 +97,7 @@ type Session struct {
 	MaxMessageBytes int      `toml:"max_message_bytes"` // default 65536
 	SingleDevice    bool     `toml:"single_device"`     // default false
 	MaxConnections  int      `toml:"max_connections"`   // default 0: the open-file limit less a reserve
+	MaxClientRate   int      `toml:"max_client_rate"`   // default 50 frames/s, burst twice that; 0: no limit
 }
 
 // Admin is the [admin] table.
@@ -150,6 +151,7 @@ func Default() Config {
 			WriteTimeout:    Duration(10 * time.Second),
 			SendQueue:       256,
 			MaxMessageBytes: 64 << 10,
+			MaxClientRate:   50,
 		},
 		Log:    Log{Level: "info", Format: "auto"},
 		Source: DefaultSource,
@@ -313,6 +315,9 @@ func (c *Config) validate() error {
 	}
 	if s.MaxConnections < 0 {
 		return c.keyErr("session.max_connections", "must be 0 (derived from the open-file limit) or positive, got %d", s.MaxConnections)
+	}
+	if s.MaxClientRate < 0 {
+		return c.keyErr("session.max_client_rate", "must be 0 (no limit) or positive, got %d", s.MaxClientRate)
 	}
 	if s.MaxMessageBytes < 64 {
 		return c.keyErr("session.max_message_bytes", "must be at least 64, got %d", s.MaxMessageBytes)

@@ -156,6 +156,9 @@ func decodeObject(body []byte, fields map[string]any) error {
 // wrongType answers a field whose JSON value is of another kind than its
 // Go type: 400 naming the field, what it must be and what it got.
 func wrongType(key string, want reflect.Type, ute *json.UnmarshalTypeError) error {
+	for want.Kind() == reflect.Pointer { // a *[]string: absent and null tell apart from []
+		want = want.Elem()
+	}
 	if want.Kind() == reflect.Slice && ute.Type == want.Elem() {
 		return httpErrorf(http.StatusBadRequest, "wrong type: %q must be %s, but an element is a JSON %s", clip(key), typeName(want), clip(ute.Value))
 	}

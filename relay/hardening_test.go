@@ -121,7 +121,7 @@ func TestSendStrictFields(t *testing.T) {
 		{"open brace", `{`, 400, `malformed JSON: unexpected EOF`},
 		{"trailing comma", `{"users":["42"],"data":1,}`, 400, `malformed JSON: invalid character '}' looking for beginning of object key string`},
 		{"null data", `{"users":["42"],"data":null}`, 400, `no data: "data" must be a JSON value other than null`},
-		{"null users", `{"users":null,"data":1}`, 400, `no users: "users" must list at least one user id`},
+		{"null users", `{"users":null,"data":1}`, 400, `no users: give "users" (user ids) or "sessions" (session ids)`},
 		// Nested objects in data are raw: their keys are the sender's business.
 		{"data keys untouched", `{"users":["42"],"data":{"USERS":1,"a":1,"a":2}}`, 200, ""},
 		{"escaped key", `{"us\u0065rs":["42"],"data":1}`, 200, ""},

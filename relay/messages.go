@@ -8,25 +8,45 @@ import (
 )
 
 // The relay's node-to-node messages, carried by Cluster.Call: the entry
-// node of a /send sends a relayRequest to each node that owns some of its
-// recipients (forward), and that node answers with a relayReply
-// (HandleRelay). Encoded with internal/wire:
+// node of a /send or /disconnect sends a relayRequest to each node that
+// holds some of its recipients (forward), and that node answers with a
+// relayReply (HandleRelay). Encoded with internal/wire:
 //
-//	relayRequest: device string, users count, each user string, frame bytes
-//	relayReply:   users count, then per user a sessions count, each session
-//	              device string, error string
+//	relayRequest: device string, users count, each user string,
+//	              payload bytes, op uvarint, sessions count, each
+//	              (user string, session string)
+//	relayReply:   users count, then per user a sessions count, each
+//	              session (device string, error string, session string);
+//	              then sessions count, each (found uvarint, device string,
+//	              error string)
 //
 // A decoder ignores bytes after the message, so a later version may append
 // fields. Counts are bounded by the bytes left (wire.Reader.Count): a
 // corrupt count fails the decode instead of allocating what it claims.
 // Every decode error wraps wire.ErrShort.
 
-// relayRequest asks a node to deliver Frame to Users' sessions there (only
-// Device's, if Device is not empty).
+// relayOp is what a relayRequest asks for.
+type relayOp uint64
+
+const (
+	opDeliver    relayOp = iota // queue Payload, a frame, to the sessions
+	opDisconnect                // close the sessions with 4003 and Payload as the reason
+)
+
+// sessionRef names a session and its user (the hub finds sessions by user).
+type sessionRef struct {
+	User, Session string
+}
+
+// relayRequest asks a node to deliver a frame to, or disconnect, Users'
+// sessions there (only Device's, if Device is not empty), and the
+// sessions Sessions names.
 type relayRequest struct {
-	Device string
-	Users  []string
-	Frame  []byte
+	Op       relayOp
+	Device   string
+	Users    []string
+	Sessions []sessionRef
+	Payload  []byte // opDeliver: the frame; opDisconnect: the reason
 }
 
 // append appends m's encoding to b.
@@ -36,11 +56,18 @@ func (m *relayRequest) append(b []byte) []byte {
 	for _, u := range m.Users {
 		b = wire.AppendString(b, u)
 	}
-	return wire.AppendBytes(b, m.Frame)
+	b = wire.AppendBytes(b, m.Payload)
+	b = wire.AppendUvarint(b, uint64(m.Op))
+	b = wire.AppendUvarint(b, uint64(len(m.Sessions)))
+	for _, s := range m.Sessions {
+		b = wire.AppendString(b, s.User)
+		b = wire.AppendString(b, s.Session)
+	}
+	return b
 }
 
-// decodeRelayRequest decodes what relayRequest.append wrote. The Frame it
-// returns aliases b.
+// decodeRelayRequest decodes what relayRequest.append wrote. The Payload
+// it returns aliases b.
 func decodeRelayRequest(b []byte) (relayRequest, error) {
 	r := wire.NewReader(b)
 	var m relayRequest
@@ -51,9 +78,19 @@ func decodeRelayRequest(b []byte) (relayRequest, error) {
 			m.Users[i] = r.String()
 		}
 	}
-	m.Frame = r.Bytes()
+	m.Payload = r.Bytes()
+	m.Op = relayOp(r.Uvarint())
+	if n := r.Count(); n > 0 {
+		m.Sessions = make([]sessionRef, n)
+		for i := range m.Sessions {
+			m.Sessions[i] = sessionRef{User: r.String(), Session: r.String()}
+		}
+	}
 	if err := r.Err(); err != nil {
 		return relayRequest{}, fmt.Errorf("relay: decode relay request: %w", err)
+	}
+	if m.Op > opDisconnect {
+		return relayRequest{}, fmt.Errorf("relay: decode relay request: unknown op %d: %w", m.Op, wire.ErrShort)
 	}
 	return m, nil
 }
@@ -61,22 +98,30 @@ func decodeRelayRequest(b []byte) (relayRequest, error) {
 // sessionResult is what a node did with a relayed frame for one of its
 // sessions.
 type sessionResult struct {
-	Device string
-	Error  string // "": queued for the client; else why not (errorReason)
+	Session string
+	Device  string
+	Error   string // "": queued for the client (or closed, for a disconnect); else why not (errorReason)
+	Found   bool   // only in relayReply.Sessions: the session is here
 }
 
 // deliveryResult is d as a relayReply carries it.
 func deliveryResult(d session.Delivery) sessionResult {
-	r := sessionResult{Device: d.Device}
+	r := sessionResult{Session: d.Session, Device: d.Device, Found: true}
 	if d.Err != nil {
 		r.Error = errorReason(d.Err)
 	}
 	return r
 }
 
-// result is r as the /send answer reports it, for user on node.
-func (r sessionResult) result(user, node string) Result {
-	res := Result{User: user, Device: r.Device, Node: node, Status: StatusDelivered}
+// kickedResult is k as a relayReply carries it.
+func kickedResult(k session.Kicked) sessionResult {
+	return sessionResult{Session: k.Session, Device: k.Device, Found: true}
+}
+
+// result is r as an answer reports it, for user on node: ok is the status
+// of a session that took the request (delivered, disconnected).
+func (r sessionResult) result(user, node, ok string) Result {
+	res := Result{User: user, Session: r.Session, Device: r.Device, Node: node, Status: ok}
 	if r.Error != "" {
 		res.Status, res.Error = StatusError, r.Error
 	}
@@ -84,9 +129,12 @@ func (r sessionResult) result(user, node string) Result {
 }
 
 // relayReply answers a relayRequest: Users[i] holds a result per session of
-// the request's Users[i] on the answering node (none: no session there).
+// the request's Users[i] on the answering node (none: no session there),
+// Sessions[i] the result for the request's Sessions[i] (Found false: not
+// here).
 type relayReply struct {
-	Users [][]sessionResult
+	Users    [][]sessionResult
+	Sessions []sessionResult
 }
 
 // append appends m's encoding to b.
@@ -97,7 +145,18 @@ func (m *relayReply) append(b []byte) []byte {
 		for _, s := range sessions {
 			b = wire.AppendString(b, s.Device)
 			b = wire.AppendString(b, s.Error)
+			b = wire.AppendString(b, s.Session)
 		}
+	}
+	b = wire.AppendUvarint(b, uint64(len(m.Sessions)))
+	for _, s := range m.Sessions {
+		found := uint64(0)
+		if s.Found {
+			found = 1
+		}
+		b = wire.AppendUvarint(b, found)
+		b = wire.AppendString(b, s.Device)
+		b = wire.AppendString(b, s.Error)
 	}
 	return b
 }
@@ -112,9 +171,15 @@ func decodeRelayReply(b []byte) (relayReply, error) {
 			if k := r.Count(); k > 0 {
 				m.Users[i] = make([]sessionResult, k)
 				for j := range m.Users[i] {
-					m.Users[i][j] = sessionResult{Device: r.String(), Error: r.String()}
+					m.Users[i][j] = sessionResult{Device: r.String(), Error: r.String(), Session: r.String()}
 				}
 			}
+		}
+	}
+	if n := r.Count(); n > 0 {
+		m.Sessions = make([]sessionResult, n)
+		for i := range m.Sessions {
+			m.Sessions[i] = sessionResult{Found: r.Uvarint() == 1, Device: r.String(), Error: r.String()}
 		}
 	}
 	if err := r.Err(); err != nil {

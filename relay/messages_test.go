@@ -15,9 +15,11 @@ import (
 var (
 	sampleRequests = []relayRequest{
 		{},
-		{Device: "web", Users: []string{"42"}, Frame: []byte(`{"type":"message","id":"x","data":1}`)},
-		{Users: []string{"a", "b", "", "ü", "\xff\x00"}, Frame: []byte{}},
-		{Device: strings.Repeat("d", 300), Users: []string{strings.Repeat("u", 200)}, Frame: bytes.Repeat([]byte("f"), 70000)},
+		{Device: "web", Users: []string{"42"}, Payload: []byte(`{"type":"message","id":"x","data":1}`)},
+		{Users: []string{"a", "b", "", "ü", "\xff\x00"}, Payload: []byte{}},
+		{Device: strings.Repeat("d", 300), Users: []string{strings.Repeat("u", 200)}, Payload: bytes.Repeat([]byte("f"), 70000)},
+		{Op: opDisconnect, Sessions: []sessionRef{{User: "42", Session: "abc"}, {}}, Payload: []byte("bye")},
+		{Op: opDeliver, Users: []string{"7"}, Sessions: []sessionRef{{User: "ü", Session: "\xff"}}, Payload: []byte("{}")},
 	}
 	sampleReplies = []relayReply{
 		{},
@@ -28,15 +30,17 @@ var (
 			nil,
 			{{Device: "", Error: ""}, {Device: "ü", Error: "send queue full: connection closed as a slow consumer (4002)"}},
 		}},
+		{Users: [][]sessionResult{{{Session: "s1", Device: "web"}}}, Sessions: []sessionResult{{Found: true, Device: "app"}, {}, {Found: true, Error: "connection closing"}}},
 	}
 )
 
 func requestsEqual(a, b relayRequest) bool {
-	return a.Device == b.Device && slices.Equal(a.Users, b.Users) && bytes.Equal(a.Frame, b.Frame)
+	return a.Op == b.Op && a.Device == b.Device && slices.Equal(a.Users, b.Users) && bytes.Equal(a.Payload, b.Payload) &&
+		slices.Equal(a.Sessions, b.Sessions)
 }
 
 func repliesEqual(a, b relayReply) bool {
-	return slices.EqualFunc(a.Users, b.Users, slices.Equal[[]sessionResult])
+	return slices.EqualFunc(a.Users, b.Users, slices.Equal[[]sessionResult]) && slices.Equal(a.Sessions, b.Sessions)
 }
 
 // TestRelayMessagesRoundTrip: decode(append(x)) == x, also after a prefix
@@ -70,12 +74,12 @@ func TestRelayMessagesRoundTrip(t *testing.T) {
 // TestRelayMessagesWireFormat pins the encoding, which nodes of different
 // versions must share.
 func TestRelayMessagesWireFormat(t *testing.T) {
-	req := relayRequest{Device: "w", Users: []string{"a", "bc"}, Frame: []byte("{}")}
-	if got, want := req.append(nil), []byte("\x01w\x02\x01a\x02bc\x02{}"); !bytes.Equal(got, want) {
+	req := relayRequest{Device: "w", Users: []string{"a", "bc"}, Payload: []byte("{}")}
+	if got, want := req.append(nil), []byte("\x01w\x02\x01a\x02bc\x02{}\x00\x00"); !bytes.Equal(got, want) {
 		t.Fatalf("request %q, want %q", got, want)
 	}
-	reply := relayReply{Users: [][]sessionResult{{{Device: "w", Error: ""}, {Device: "a", Error: "x"}}, nil}}
-	if got, want := reply.append(nil), []byte("\x02\x02\x01w\x00\x01a\x01x\x00"); !bytes.Equal(got, want) {
+	reply := relayReply{Users: [][]sessionResult{{{Device: "w", Error: "", Session: "s"}, {Device: "a", Error: "x"}}, nil}, Sessions: []sessionResult{{Found: true, Device: "d"}}}
+	if got, want := reply.append(nil), []byte("\x02\x02\x01w\x00\x01s\x01a\x01x\x00\x00\x01\x01\x01d\x00"); !bytes.Equal(got, want) {
 		t.Fatalf("reply %q, want %q", got, want)
 	}
 }
@@ -137,8 +141,8 @@ func checkDecodedRequest(t *testing.T, b []byte) {
 		}
 		return
 	}
-	if len(m.Users) > len(b) || len(m.Frame) > len(b) {
-		t.Fatalf("%x: %d users, %d-byte frame from %d bytes", b, len(m.Users), len(m.Frame), len(b))
+	if len(m.Users) > len(b) || len(m.Payload) > len(b) {
+		t.Fatalf("%x: %d users, %d-byte frame from %d bytes", b, len(m.Users), len(m.Payload), len(b))
 	}
 	enc := m.append(nil)
 	if len(enc) > len(b) { // varints re-encode no longer; bytes after the message drop

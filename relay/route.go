@@ -1,8 +1,11 @@
 package relay
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -11,48 +14,52 @@ import (
 	"wsmesh/session"
 )
 
-// route delivers frame to users wherever their sessions are: here through
-// the hub, elsewhere with one cluster call per owner node (all calls in
-// parallel), and returns each user's results in the order of users.
-func (s *Server) route(ctx context.Context, users []string, device string, frame []byte) [][]Result {
+// answer is what one node made of a relayRequest: its reply, or, if it
+// could not be asked or did not answer, the status and reason every
+// recipient sent to it gets.
+type answer struct {
+	reply              relayReply
+	failStatus, reason string // failStatus "": reply holds the node's answer
+}
+
+// routeUsers carries out op for users' sessions wherever they are: here
+// through the hub, elsewhere with one cluster call per node the table
+// lists for some of them (all calls in parallel). It returns each user's
+// results in the order of users; ok is the status of a session that took
+// the request. A user with none gets one "offline" result.
+func (s *Server) routeUsers(ctx context.Context, op relayOp, users []string, device string, payload []byte, ok string) [][]Result {
 	self := s.cfg.Cluster.Name()
-	out := make([][]Result, len(users))
-	remote := map[string][]int{} // node -> indexes into users
+	idx := map[string][]int{self: make([]int, len(users))} // node -> indexes into users; every user is tried here
 	for i, u := range users {
-		for _, d := range s.cfg.Hub.Deliver(u, device, frame) {
-			out[i] = append(out[i], deliveryResult(d).result(u, self))
-		}
+		idx[self][i] = i
 		for _, node := range s.cfg.Cluster.Owners(u) {
 			if node != self {
-				remote[node] = append(remote[node], i)
+				idx[node] = append(idx[node], i)
 			}
 		}
 	}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for node, idx := range remote {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { // a bug here must not take the process down
-				if v := recover(); v != nil {
-					s.log.Error("forwarding panicked: its users answered error", append([]any{"node", node}, panics.Attrs(v)...)...)
-					mu.Lock()
-					for _, i := range idx {
-						out[i] = append(out[i], Result{User: users[i], Node: node, Status: StatusError, Error: "internal error"})
-					}
-					mu.Unlock()
-				}
-			}()
-			res := s.forward(ctx, node, users, idx, device, frame)
-			mu.Lock()
-			for j, i := range idx {
-				out[i] = append(out[i], res[j]...)
-			}
-			mu.Unlock()
-		}()
+	reqs := make(map[string]*relayRequest, len(idx))
+	for node, is := range idx {
+		req := &relayRequest{Op: op, Device: device, Users: make([]string, len(is)), Payload: payload}
+		for j, i := range is {
+			req.Users[j] = users[i]
+		}
+		reqs[node] = req
 	}
-	wg.Wait()
+	answers := s.ask(ctx, reqs)
+	out := make([][]Result, len(users))
+	for _, node := range nodesInOrder(answers, self) {
+		a := answers[node]
+		for j, i := range idx[node] {
+			if a.failStatus != "" {
+				out[i] = append(out[i], Result{User: users[i], Node: node, Status: a.failStatus, Error: a.reason})
+				continue
+			}
+			for _, r := range a.reply.Users[j] {
+				out[i] = append(out[i], r.result(users[i], node, ok))
+			}
+		}
+	}
 	for i, u := range users {
 		if len(out[i]) == 0 {
 			out[i] = []Result{{User: u, Status: StatusOffline}}
@@ -61,24 +68,102 @@ func (s *Server) route(ctx context.Context, users []string, device string, frame
 	return out
 }
 
-// forward asks node to deliver frame to users[idx...] and returns what it
-// said for each. The table lists sessions of theirs on node, so a node
-// that cannot be asked or does not answer in time (cluster.ErrUnreachable,
-// ErrNoAnswer; ErrUnknownNode: gossip dropped it a moment ago; ErrClosed:
-// this node is leaving) makes each of them "unreachable", not offline. A
-// full link queue and a reply that does not decode are errors.
-func (s *Server) forward(ctx context.Context, node string, users []string, idx []int, device string, frame []byte) [][]Result {
-	out := make([][]Result, len(idx))
-	each := func(status, reason string) [][]Result {
-		for j, i := range idx {
-			out[j] = []Result{{User: users[i], Node: node, Status: status, Error: reason}}
+// routeSessions carries out op for the sessions with those ids: each is
+// looked up in this node's copy of the table and the request goes to the
+// node that holds it (here, through the hub). It returns a result per id,
+// in order: "offline" for an id the table does not know (gone, never
+// existed, malformed) or that its node no longer holds.
+func (s *Server) routeSessions(ctx context.Context, op relayOp, ids []string, payload []byte, ok string) []Result {
+	out := make([]Result, len(ids))
+	idx := map[string][]int{}
+	reqs := map[string]*relayRequest{}
+	for i, id := range ids {
+		l, found := s.cfg.Cluster.Session(id)
+		if !found {
+			out[i] = Result{Session: id, Status: StatusOffline}
+			continue
 		}
-		return out
+		req := reqs[l.Node]
+		if req == nil {
+			req = &relayRequest{Op: op, Payload: payload}
+			reqs[l.Node] = req
+		}
+		req.Sessions = append(req.Sessions, sessionRef{User: l.User, Session: id})
+		idx[l.Node] = append(idx[l.Node], i)
 	}
-	req := relayRequest{Device: device, Users: make([]string, len(idx)), Frame: frame}
-	for j, i := range idx {
-		req.Users[j] = users[i]
+	for node, a := range s.ask(ctx, reqs) {
+		for j, i := range idx[node] {
+			user := reqs[node].Sessions[j].User
+			switch r := a.reply.Sessions; {
+			case a.failStatus != "":
+				out[i] = Result{User: user, Session: ids[i], Node: node, Status: a.failStatus, Error: a.reason}
+			case !r[j].Found:
+				out[i] = Result{User: user, Session: ids[i], Status: StatusOffline}
+			default:
+				r[j].Session = ids[i]
+				out[i] = r[j].result(user, node, ok)
+			}
+		}
 	}
+	return out
+}
+
+// nodesInOrder returns the nodes answers holds: self first, then the rest
+// by name, so that results come in an order that does not change from one
+// call to the next.
+func nodesInOrder(answers map[string]answer, self string) []string {
+	nodes := slices.SortedFunc(maps.Keys(answers), func(a, b string) int {
+		return cmp.Or(-cmp.Compare(boolInt(a == self), boolInt(b == self)), cmp.Compare(a, b))
+	})
+	return nodes
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// ask sends each node its request, all in parallel, and returns each
+// node's answer. This node's own request is carried out here, through the
+// hub, without a call.
+func (s *Server) ask(ctx context.Context, reqs map[string]*relayRequest) map[string]answer {
+	self := s.cfg.Cluster.Name()
+	out := make(map[string]answer, len(reqs))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for node, req := range reqs {
+		wg.Go(func() {
+			var a answer
+			defer func() {
+				if v := recover(); v != nil { // a bug here must not take the process down
+					s.log.Error("relay call panicked: its recipients answered error", append([]any{"node", node}, panics.Attrs(v)...)...)
+					a = answer{failStatus: StatusError, reason: "internal error"}
+				}
+				mu.Lock()
+				out[node] = a
+				mu.Unlock()
+			}()
+			if node == self {
+				a = answer{reply: s.local(req)}
+			} else {
+				a = s.forward(ctx, node, req)
+			}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// forward sends req to node and returns its answer. The table lists
+// sessions of the recipients on node, so a node that cannot be asked or
+// does not answer in time (cluster.ErrUnreachable, ErrNoAnswer;
+// ErrUnknownNode: gossip dropped it a moment ago; ErrClosed: this node is
+// leaving) makes each of them "unreachable", not offline. A full link
+// queue and a reply that does not decode, or does not match the request,
+// are errors.
+func (s *Server) forward(ctx context.Context, node string, req *relayRequest) answer {
 	start := time.Now()
 	payload, err := s.cfg.Cluster.Call(ctx, node, req.append(nil))
 	if s.cfg.OnForward != nil {
@@ -86,42 +171,64 @@ func (s *Server) forward(ctx context.Context, node string, users []string, idx [
 	}
 	switch {
 	case errors.Is(err, cluster.ErrQueueFull):
-		return each(StatusError, "relay queue to node "+node+" full")
+		return answer{failStatus: StatusError, reason: "relay queue to node " + node + " full"}
 	case err != nil:
-		s.log.Debug("owner unreachable: its users reported unreachable", "node", node, "users", len(idx), "err", err)
-		return each(StatusUnreachable, "")
+		s.log.Debug("owner unreachable: its recipients reported unreachable", "node", node, "users", len(req.Users), "sessions", len(req.Sessions), "err", err)
+		return answer{failStatus: StatusUnreachable}
 	}
 	reply, err := decodeRelayReply(payload)
+	if err == nil && (len(reply.Users) != len(req.Users) || len(reply.Sessions) != len(req.Sessions)) {
+		err = errors.New("reply does not match the request")
+	}
 	if err != nil {
-		s.log.Warn("malformed relay reply", "node", node, "err", err)
-		return each(StatusError, "malformed reply from node "+node)
+		s.log.Warn("malformed relay reply", "node", node, "err", err,
+			"users", len(reply.Users), "want_users", len(req.Users), "sessions", len(reply.Sessions), "want_sessions", len(req.Sessions))
+		return answer{failStatus: StatusError, reason: "malformed reply from node " + node}
 	}
-	if len(reply.Users) != len(idx) {
-		s.log.Warn("malformed relay reply", "node", node, "users", len(reply.Users), "want", len(idx))
-		return each(StatusError, "malformed reply from node "+node)
-	}
-	for j, i := range idx {
-		for _, sr := range reply.Users[j] {
-			out[j] = append(out[j], sr.result(users[i], node))
-		}
-	}
-	return out
+	return answer{reply: reply}
 }
 
-// HandleRelay delivers a message relayed by another node to the sessions
-// here and says what happened to each; it implements cluster.Handler.
+// local carries out req on this node's sessions, through the hub.
+func (s *Server) local(req *relayRequest) relayReply {
+	reply := relayReply{Users: make([][]sessionResult, len(req.Users)), Sessions: make([]sessionResult, len(req.Sessions))}
+	hub := s.cfg.Hub
+	for i, u := range req.Users {
+		switch req.Op {
+		case opDeliver:
+			for _, d := range hub.Deliver(u, req.Device, req.Payload) {
+				reply.Users[i] = append(reply.Users[i], deliveryResult(d))
+			}
+		case opDisconnect:
+			for _, k := range hub.Disconnect(u, req.Device, string(req.Payload)) {
+				reply.Users[i] = append(reply.Users[i], kickedResult(k))
+			}
+		}
+	}
+	for i, ref := range req.Sessions {
+		switch req.Op {
+		case opDeliver:
+			if d, ok := hub.DeliverSession(ref.User, ref.Session, req.Payload); ok {
+				reply.Sessions[i] = deliveryResult(d)
+			}
+		case opDisconnect:
+			if k, ok := hub.DisconnectSession(ref.User, ref.Session, string(req.Payload)); ok {
+				reply.Sessions[i] = kickedResult(k)
+			}
+		}
+	}
+	return reply
+}
+
+// HandleRelay carries out a request relayed by another node on the
+// sessions here and says what happened to each; it implements
+// cluster.Handler.
 func (s *Server) HandleRelay(from string, payload []byte) []byte {
 	req, err := decodeRelayRequest(payload)
 	if err != nil {
 		s.log.Warn("malformed relay request", "from", from, "err", err)
 		return nil
 	}
-	reply := relayReply{Users: make([][]sessionResult, len(req.Users))}
-	for i, u := range req.Users {
-		for _, d := range s.cfg.Hub.Deliver(u, req.Device, req.Frame) {
-			reply.Users[i] = append(reply.Users[i], deliveryResult(d))
-		}
-	}
+	reply := s.local(&req)
 	return reply.append(nil)
 }
 

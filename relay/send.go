@@ -2,11 +2,13 @@ package relay
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 
 	"wsmesh/internal/httpx"
 	"wsmesh/session"
@@ -23,20 +25,25 @@ const (
 	StatusError       = "error" // a session was found but could not take it; see Error
 )
 
-// sendRequest is a /send body, decoded by decodeSend.
+// StatusDisconnected: /disconnect closed that session.
+const StatusDisconnected = "disconnected"
+
+// sendRequest is a /send body, decoded by decodeSend: Users or Sessions,
+// never both.
 type sendRequest struct {
-	Users  []string
-	Device string
-	Data   json.RawMessage
+	recipients
+	Data json.RawMessage
 }
 
-// Result is the outcome for one session, or for a user with none.
+// Result is the outcome for one session, or for a user or session id
+// with none.
 type Result struct {
-	User   string `json:"user"`
-	Device string `json:"device,omitempty"`
-	Node   string `json:"node,omitempty"`
-	Status string `json:"status"`
-	Error  string `json:"error,omitempty"`
+	User    string `json:"user,omitempty"`
+	Session string `json:"session,omitempty"`
+	Device  string `json:"device,omitempty"`
+	Node    string `json:"node,omitempty"`
+	Status  string `json:"status"`
+	Error   string `json:"error,omitempty"`
 }
 
 type sendResponse struct {
@@ -55,33 +62,37 @@ func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) error {
 	}
 	id := s.ids.next()
 	frame := session.MessageFrame(id, req.Data)
-	resp := sendResponse{ID: id, Results: make([]Result, 0, len(req.Users))}
-	for _, results := range s.route(r.Context(), req.Users, req.Device, frame) {
-		for _, res := range results {
-			switch res.Status {
-			case StatusDelivered:
-				resp.Delivered++
-			case StatusOffline:
-				resp.Offline++
-			case StatusUnreachable:
-				resp.Unreachable++
-			default:
-				resp.Failed++
-			}
-			resp.Results = append(resp.Results, res)
-		}
-	}
+	resp := sendResponse{ID: id, Results: s.routeRecipients(r.Context(), opDeliver, req.recipients, frame, StatusDelivered)}
+	resp.Delivered, resp.Offline, resp.Unreachable, resp.Failed = tally(resp.Results, StatusDelivered)
 	s.sends.Add(1)
 	s.delivered.Add(uint64(resp.Delivered))
 	s.offline.Add(uint64(resp.Offline))
 	s.unreachable.Add(uint64(resp.Unreachable))
 	s.failed.Add(uint64(resp.Failed))
 	if s.log.Enabled(r.Context(), slog.LevelDebug) {
-		s.log.Debug("send", "id", id, "users", len(req.Users), "device", clip(req.Device),
+		s.log.Debug("send", "id", id, "users", len(req.Users), "sessions", len(req.Sessions), "device", clip(req.Device),
 			"delivered", resp.Delivered, "offline", resp.Offline, "unreachable", resp.Unreachable, "failed", resp.Failed)
 	}
 	httpx.WriteJSON(w, http.StatusOK, resp)
 	return nil
+}
+
+// tally counts results by status: ok (delivered, disconnected), offline,
+// unreachable, and the rest (errors).
+func tally(results []Result, ok string) (oks, offline, unreachable, failed int) {
+	for _, res := range results {
+		switch res.Status {
+		case ok:
+			oks++
+		case StatusOffline:
+			offline++
+		case StatusUnreachable:
+			unreachable++
+		default:
+			failed++
+		}
+	}
+	return
 }
 
 func errorReason(err error) string {
@@ -94,37 +105,101 @@ func errorReason(err error) string {
 	return err.Error()
 }
 
+// routeRecipients carries out op for rc's users or sessions and returns
+// the results in the order asked.
+func (s *Server) routeRecipients(ctx context.Context, op relayOp, rc recipients, payload []byte, ok string) []Result {
+	if rc.Sessions != nil {
+		return s.routeSessions(ctx, op, rc.Sessions, payload, ok)
+	}
+	out := make([]Result, 0, len(rc.Users))
+	for _, results := range s.routeUsers(ctx, op, rc.Users, rc.Device, payload, ok) {
+		out = append(out, results...)
+	}
+	return out
+}
+
+// recipients are whom a /send or /disconnect is for: Users (only Device's
+// sessions, if Device is not empty) or the sessions with the ids Sessions
+// lists. Exactly one of Users and Sessions is not nil.
+type recipients struct {
+	Users    []string
+	Device   string
+	Sessions []string
+}
+
+// fields adds rc's fields to a decodeObject field map: "users",
+// "sessions", "device".
+func (rc *recipients) fields(m map[string]any, users, sessions **[]string) map[string]any {
+	m["users"], m["sessions"], m["device"] = users, sessions, &rc.Device
+	return m
+}
+
+// check sets rc from the decoded "users" and "sessions" and checks them:
+// exactly one of the two, not empty, at most max entries. User ids must
+// not be empty, and are deduplicated in order; session ids are taken as
+// they are (an unknown or malformed one is answered "offline"), and
+// deduplicated too. 400 otherwise.
+func (rc *recipients) check(users, sessions *[]string, max int) error {
+	switch {
+	case users != nil && sessions != nil:
+		return httpErrorf(http.StatusBadRequest, `both "users" and "sessions": give one of them`)
+	case users == nil && sessions == nil:
+		return httpErrorf(http.StatusBadRequest, `no users: give "users" (user ids) or "sessions" (session ids)`)
+	case sessions != nil:
+		if rc.Device != "" {
+			return httpErrorf(http.StatusBadRequest, `"device" narrows "users" and does not go with "sessions": a session id names one connection already`)
+		}
+		if len(*sessions) == 0 {
+			return httpErrorf(http.StatusBadRequest, `no sessions: "sessions" must list at least one session id`)
+		}
+		if len(*sessions) > max {
+			return httpErrorf(http.StatusBadRequest, "too many sessions: %d (max_users_per_send is %d)", len(*sessions), max)
+		}
+		rc.Sessions = dedup(*sessions)
+		return nil
+	}
+	if len(*users) == 0 {
+		return httpErrorf(http.StatusBadRequest, `no users: "users" must list at least one user id`)
+	}
+	if len(*users) > max {
+		return httpErrorf(http.StatusBadRequest, "too many users: %d (max_users_per_send is %d)", len(*users), max)
+	}
+	if i := slices.Index(*users, ""); i >= 0 {
+		return httpErrorf(http.StatusBadRequest, "users[%d] is empty", i)
+	}
+	rc.Users = dedup(*users)
+	return nil
+}
+
+// dedup drops repeated entries of list, in place, keeping the first of each.
+func dedup(list []string) []string {
+	seen := make(map[string]struct{}, len(list))
+	out := list[:0]
+	for _, v := range list {
+		if _, dup := seen[v]; !dup {
+			seen[v] = struct{}{}
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
 // decodeSend reads and checks a /send body: 413 over the size limit, 408 or
 // 503 if it does not arrive (readBody), 400 for anything malformed
-// (decodeObject). It returns users deduplicated, in order, and data
-// compacted.
+// (decodeObject, recipients.check). It returns data compacted.
 func (s *Server) decodeSend(w http.ResponseWriter, r *http.Request) (*sendRequest, error) {
 	body, err := s.readBody(w, r)
 	if err != nil {
 		return nil, err
 	}
 	var req sendRequest
-	if err := decodeObject(body, map[string]any{"users": &req.Users, "device": &req.Device, "data": &req.Data}); err != nil {
+	var users, sessions *[]string
+	if err := decodeObject(body, req.fields(map[string]any{"data": &req.Data}, &users, &sessions)); err != nil {
 		return nil, err
 	}
-	if len(req.Users) == 0 {
-		return nil, httpErrorf(http.StatusBadRequest, `no users: "users" must list at least one user id`)
+	if err := req.check(users, sessions, s.cfg.MaxUsersPerSend); err != nil {
+		return nil, err
 	}
-	if len(req.Users) > s.cfg.MaxUsersPerSend {
-		return nil, httpErrorf(http.StatusBadRequest, "too many users: %d (max_users_per_send is %d)", len(req.Users), s.cfg.MaxUsersPerSend)
-	}
-	seen := make(map[string]struct{}, len(req.Users))
-	users := req.Users[:0]
-	for i, u := range req.Users {
-		if u == "" {
-			return nil, httpErrorf(http.StatusBadRequest, "users[%d] is empty", i)
-		}
-		if _, dup := seen[u]; !dup {
-			seen[u] = struct{}{}
-			users = append(users, u)
-		}
-	}
-	req.Users = users
 	if len(req.Data) == 0 || bytes.Equal(req.Data, []byte("null")) {
 		return nil, httpErrorf(http.StatusBadRequest, `no data: "data" must be a JSON value other than null`)
 	}

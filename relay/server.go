@@ -1,5 +1,5 @@
 // Package relay joins the session hub and the cluster: it serves the HTTP API
-// (POST /send, GET /healthz, GET /readyz, GET /cluster, GET /metrics, and GET /ws from
+// (POST /send, /presence, /disconnect, GET /healthz, GET /readyz, GET /cluster, GET /metrics, and GET /ws from
 // the hub), finds which node holds each recipient and hands the message to
 // it, and answers the messages other nodes relay here (messages.go).
 package relay
@@ -26,13 +26,15 @@ import (
 )
 
 // Cluster is what relay needs of the cluster: who is this node, who are the
-// members, which nodes hold a user's sessions, and a call to another node.
-// *cluster.Cluster implements it.
+// members, which nodes hold a user's sessions, where a session is, and a
+// call to another node. *cluster.Cluster implements it.
 type Cluster interface {
 	Name() string
 	Members() []cluster.Member
 	TableSize() int
 	Owners(user string) []string
+	Session(id string) (cluster.Located, bool)
+	Sessions(user, device string) []cluster.Located
 	Call(ctx context.Context, node string, payload []byte) ([]byte, error)
 }
 
@@ -68,20 +70,24 @@ type Server struct {
 	// Running totals for Stats: /send calls answered 200, and their
 	// results by status.
 	sends, delivered, offline, unreachable, failed atomic.Uint64
+	presence, disconnected                         atomic.Uint64 // /presence calls answered, sessions /disconnect closed
 }
 
 // Stats are the API's running totals, for metrics.
 type Stats struct {
-	Sends       uint64 // POST /send calls answered 200
-	Delivered   uint64 // results "delivered"
-	Offline     uint64 // results "offline"
-	Unreachable uint64 // results "unreachable"
-	Failed      uint64 // results "error"
+	Sends        uint64 // POST /send calls answered 200
+	Delivered    uint64 // results "delivered"
+	Offline      uint64 // results "offline"
+	Unreachable  uint64 // results "unreachable"
+	Failed       uint64 // results "error"
+	Presence     uint64 // POST /presence calls answered 200
+	Disconnected uint64 // sessions POST /disconnect closed
 }
 
 // Stats returns the running totals.
 func (s *Server) Stats() Stats {
-	return Stats{Sends: s.sends.Load(), Delivered: s.delivered.Load(), Offline: s.offline.Load(), Unreachable: s.unreachable.Load(), Failed: s.failed.Load()}
+	return Stats{Sends: s.sends.Load(), Delivered: s.delivered.Load(), Offline: s.offline.Load(), Unreachable: s.unreachable.Load(), Failed: s.failed.Load(),
+		Presence: s.presence.Load(), Disconnected: s.disconnected.Load()}
 }
 
 // New validates cfg, fills defaults and returns a Server.
@@ -105,6 +111,8 @@ func New(cfg Config) (*Server, error) {
 	// Any method: the hub answers all but GET with its own JSON 405.
 	s.mux.Handle("/ws", cfg.Hub)
 	s.handle("POST /send", s.withAPIKey(s.handleSend))
+	s.handle("POST /presence", s.withAPIKey(s.handlePresence))
+	s.handle("POST /disconnect", s.withAPIKey(s.handleDisconnect))
 	s.handle("GET /healthz", s.public(s.handleHealthz))
 	s.handle("GET /readyz", s.public(s.handleReadyz))
 	s.handle("GET /cluster", s.withAPIKey(s.handleCluster))

@@ -16,9 +16,15 @@ const DefaultDevice = "default"
 
 // Identity is who a client token says the client is.
 type Identity struct {
-	User   string
-	Device string
+	User    string
+	Device  string
+	Expires time.Time // the token's exp: the session ends then (plus Leeway) unless refreshed
 }
+
+// Leeway is how long past its exp a token is still accepted, at the
+// upgrade and during a session: clocks of the token's issuer and of this
+// node may differ by that much.
+const Leeway = 5 * time.Second
 
 // Claims are a client token's claims: sub is the user, device is optional.
 type Claims struct {
@@ -44,7 +50,7 @@ func NewAuthenticator(secret []byte) (*Authenticator, error) {
 			jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 			jwt.WithExpirationRequired(),
 			jwt.WithIssuedAt(),
-			jwt.WithLeeway(5*time.Second),
+			jwt.WithLeeway(Leeway),
 		),
 	}, nil
 }
@@ -109,7 +115,7 @@ func (a *Authenticator) Verify(token string) (Identity, error) {
 	if c.Subject == "" {
 		return Identity{}, errors.New("token has no sub claim")
 	}
-	id := Identity{User: c.Subject, Device: c.Device}
+	id := Identity{User: c.Subject, Device: c.Device, Expires: c.ExpiresAt.Time}
 	if id.Device == "" {
 		id.Device = DefaultDevice
 	}

@@ -68,8 +68,11 @@ func TestMintVerifyRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Verify: %v", err)
 			}
-			if id != tt.want {
+			if id.User != tt.want.User || id.Device != tt.want.Device {
 				t.Errorf("Verify = %+v, want %+v", id, tt.want)
+			}
+			if d := time.Until(id.Expires); d < 59*time.Minute || d > time.Hour {
+				t.Errorf("Verify: expires in %s, want the token's exp, an hour from now", d)
 			}
 
 			// The token carries exp = iat + ttl and sub = user.
@@ -101,7 +104,7 @@ func TestMintVerifyRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if id, err := b.Verify(tok); err != nil || id != (Identity{"carol", "web"}) {
+		if id, err := b.Verify(tok); err != nil || id.User != "carol" || id.Device != "web" {
 			t.Errorf("Verify = %+v, %v", id, err)
 		}
 	})
@@ -361,7 +364,7 @@ func TestMessageFrameIDControlChars(t *testing.T) {
 	}
 }
 
-func TestIsPing(t *testing.T) {
+func TestParseClientFramePing(t *testing.T) {
 	for _, tt := range []struct {
 		in   string
 		want bool
@@ -378,7 +381,8 @@ func TestIsPing(t *testing.T) {
 		{`ping`, false},
 		{``, false},
 	} {
-		if got := isPing([]byte(tt.in)); got != tt.want {
+		f, err := parseClientFrame([]byte(tt.in))
+		if got := err == nil && f.Type == "ping"; got != tt.want {
 			t.Errorf("isPing(%q) = %v, want %v", tt.in, got, tt.want)
 		}
 	}

@@ -60,27 +60,78 @@ func closeCause(s *Session, err error) (uint16, string) {
 }
 
 func (e *events) OnPing(c *gws.Conn, payload []byte) {
-	h := (*Hub)(e)
-	h.stats.clientFrames.Add(1)
-	_ = c.SetReadDeadline(time.Now().Add(h.cfg.IdleTimeout))
-	sessionOf(c).oweWSPong(payload)
+	if s := (*Hub)(e).frameIn(c); s != nil {
+		s.oweWSPong(payload)
+	}
 }
 
-func (e *events) OnPong(c *gws.Conn, _ []byte) {
-	h := (*Hub)(e)
-	h.stats.clientFrames.Add(1)
-	_ = c.SetReadDeadline(time.Now().Add(h.cfg.IdleTimeout))
-}
+func (e *events) OnPong(c *gws.Conn, _ []byte) { (*Hub)(e).frameIn(c) }
 
 func (e *events) OnMessage(c *gws.Conn, m *gws.Message) {
 	defer m.Close()
 	h := (*Hub)(e)
-	h.stats.clientFrames.Add(1)
-	_ = c.SetReadDeadline(time.Now().Add(h.cfg.IdleTimeout))
-	if m.Opcode == gws.OpcodeText && isPing(m.Bytes()) {
-		sessionOf(c).owePong()
+	s := h.frameIn(c)
+	if s == nil || m.Opcode != gws.OpcodeText {
+		return
+	}
+	f, err := parseClientFrame(m.Bytes())
+	if err != nil {
+		return // not a request: ignored
+	}
+	switch f.Type {
+	case "ping":
+		s.owePong()
+	case "refresh":
+		h.refresh(s, f)
 	}
 	// Anything else is ignored: upstream messages come in a later version.
+}
+
+// frameIn counts a client frame, pushes the idle deadline back and takes
+// the frame from the client's rate limit. It returns the session, or nil
+// if the frame is over the limit: the session is then closing with 4008,
+// and the frame is dropped.
+func (h *Hub) frameIn(c *gws.Conn) *Session {
+	h.stats.clientFrames.Add(1)
+	_ = c.SetReadDeadline(time.Now().Add(h.cfg.IdleTimeout))
+	s := sessionOf(c)
+	if h.cfg.MaxClientRate <= 0 || s.allow(h.cfg.MaxClientRate) {
+		return s
+	}
+	if s.closeFirst(disconnectTooMany) {
+		h.stats.tooMany.Add(1)
+		h.log.Warn("client over its rate limit: closing with 4008",
+			append(s.identity(), "max_client_rate", h.cfg.MaxClientRate)...)
+	}
+	return nil
+}
+
+// refresh takes a refresh frame's token if it is valid and names the
+// session's user and device: the session then lives until that token's
+// expiry, and the client gets "refreshed". Otherwise the client gets an
+// error frame and nothing changes.
+func (h *Hub) refresh(s *Session, f clientFrame) {
+	id, err := h.cfg.Auth.Verify(f.Token)
+	var reason string
+	switch {
+	case err != nil:
+		reason = err.Error()
+	case id.User != s.info.User:
+		reason = "token is for another user"
+	case id.Device != s.info.Device:
+		reason = "token is for another device"
+	}
+	if reason != "" {
+		h.stats.refreshesRefused.Add(1)
+		h.log.Info("token refresh refused", append(s.identity(), "reason", reason)...)
+		_ = s.Enqueue(errorFrame("refresh", f.ID, "refresh refused: "+reason))
+		return
+	}
+	if s.refreshed(id.Expires) {
+		h.stats.refreshes.Add(1)
+		h.log.Debug("token refreshed", append(s.identity(), "expires", id.Expires)...)
+		_ = s.Enqueue(refreshedFrame(id.Expires))
+	}
 }
 
 // gwsLogger bridges gws's Error(v...) logger to slog.

@@ -3,6 +3,8 @@ package session
 import (
 	"encoding/json"
 	"errors"
+	"strconv"
+	"time"
 )
 
 // Close codes sent to clients, with the reason text that goes with each.
@@ -15,7 +17,14 @@ const (
 	CloseEvicted       uint16 = 4000 // a newer login of the same user and device
 	CloseUnauthorized  uint16 = 4001 // bad, missing or expired token: do not retry it
 	CloseSlowConsumer  uint16 = 4002 // send queue overflowed
+	CloseKicked        uint16 = 4003 // disconnected by the backend (POST /disconnect): do not reconnect by yourself
+	CloseTooMany       uint16 = 4008 // more frames than session.max_client_rate allows
 )
+
+// MaxReasonBytes bounds a close reason the backend gives (POST
+// /disconnect): a close frame's payload is at most 125 bytes, two of
+// them the code, and the rest is kept for a margin.
+const MaxReasonBytes = 120
 
 // A Disconnect is a close code and its reason, sent when the server closes.
 type Disconnect struct {
@@ -28,6 +37,8 @@ var (
 	disconnectEvicted  = Disconnect{CloseEvicted, "evicted by a newer login"}
 	disconnectSlow     = Disconnect{CloseSlowConsumer, "slow consumer: send queue full"}
 	disconnectInternal = Disconnect{CloseInternal, "internal error"}
+	disconnectExpired  = Disconnect{CloseUnauthorized, "token expired"}
+	disconnectTooMany  = Disconnect{CloseTooMany, "too many messages"}
 )
 
 // Server-to-client control frames.
@@ -61,31 +72,77 @@ func appendJSONString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// clientFrame is a frame a client sent: a JSON object whose "type" (exact
-// case) says what it is. Only "ping" means anything yet.
-type clientFrame struct {
-	Type string
+// welcomeFrame is the first frame of every accepted connection.
+func welcomeFrame(node string, i Info, expires time.Time) []byte {
+	b := make([]byte, 0, 96+len(i.Session)+len(node)+len(i.User)+len(i.Device))
+	b = append(b, `{"type":"welcome","session":`...)
+	b = appendJSONString(b, i.Session)
+	b = append(b, `,"node":`...)
+	b = appendJSONString(b, node)
+	b = append(b, `,"user":`...)
+	b = appendJSONString(b, i.User)
+	b = append(b, `,"device":`...)
+	b = appendJSONString(b, i.Device)
+	b = append(b, `,"expires":`...)
+	b = strconv.AppendInt(b, expires.Unix(), 10)
+	return append(b, '}')
 }
 
-// parseClientFrame decodes a client's text frame. Field names match exactly
-// ("Type" is not "type"); other fields are left alone.
+// refreshedFrame answers a refresh the session took.
+func refreshedFrame(expires time.Time) []byte {
+	b := append([]byte(nil), `{"type":"refreshed","expires":`...)
+	b = strconv.AppendInt(b, expires.Unix(), 10)
+	return append(b, '}')
+}
+
+// errorFrame answers a client request refused without closing: op is
+// what the client asked (join, leave, message, refresh), id the client's
+// own id for it, if it gave one.
+func errorFrame(op, id, reason string) []byte {
+	b := append([]byte(nil), `{"type":"error","op":`...)
+	b = appendJSONString(b, op)
+	if id != "" {
+		b = append(b, `,"id":`...)
+		b = appendJSONString(b, id)
+	}
+	b = append(b, `,"reason":`...)
+	b = appendJSONString(b, reason)
+	return append(b, '}')
+}
+
+// clientFrame is a frame a client sent: a JSON object whose "type" (exact
+// case) says what it is. Field names match exactly ("Type" is not "type").
+type clientFrame struct {
+	Type  string
+	ID    string // "id", the client's own id for the request, if a string
+	Token string // "token" of a refresh
+}
+
+// parseClientFrame decodes a client's text frame: its "type", and the
+// fields the types that mean something use. Other fields are left alone.
 func parseClientFrame(b []byte) (clientFrame, error) {
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(b, &fields); err != nil {
 		return clientFrame{}, errors.New("frame is not a JSON object")
 	}
+	var f clientFrame
 	raw, ok := fields["type"]
 	if !ok {
-		return clientFrame{}, errors.New(`frame has no "type"`)
+		return f, errors.New(`frame has no "type"`)
 	}
-	var f clientFrame
-	if len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, &f.Type) != nil {
+	if !jsonString(raw, &f.Type) {
 		return clientFrame{}, errors.New(`frame's "type" is not a string`)
+	}
+	if raw, ok := fields["id"]; ok {
+		jsonString(raw, &f.ID) // an id of another type is not echoed
+	}
+	if raw, ok := fields["token"]; ok && !jsonString(raw, &f.Token) {
+		return f, errors.New(`"token" is not a string`)
 	}
 	return f, nil
 }
 
-func isPing(b []byte) bool {
-	f, err := parseClientFrame(b)
-	return err == nil && f.Type == "ping"
+// jsonString decodes raw into *s if it is a JSON string.
+func jsonString(raw json.RawMessage, s *string) bool {
+	return len(raw) > 0 && raw[0] == '"' && json.Unmarshal(raw, s) == nil
 }

@@ -114,6 +114,9 @@ func dialRaw(t *testing.T, srv *httptest.Server, user string, rcvBuf int) *rawCl
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("handshake: status %d", resp.StatusCode)
 	}
+	if op, p := c.read(); op != 0x1 || !bytes.HasPrefix(p, []byte(`{"type":"welcome",`)) {
+		t.Fatalf("first frame: opcode %d %q, want the welcome", op, p)
+	}
 	return c
 }
 

@@ -36,6 +36,8 @@ type Config struct {
 	SendQueue       int            // default 256 messages per connection
 	MaxMessageBytes int            // default 65536: larger client frames close with 1009
 	MaxConnections  int            // default: FileLimitConnections(); more WebSockets get 503
+	MaxClientRate   float64        // frames per second a client may send (burst twice that); over it: close 4008. 0: no limit
+	NodeName        string         // this node's name, for the welcome frame
 	SingleDevice    bool           // one session per user, not per user and device
 	AllowedOrigins  []string       // default: any Origin
 	TrustedProxies  realip.Proxies // whose X-Forwarded-For names the client in logs; default none
@@ -59,7 +61,6 @@ type Hub struct {
 	upgrader *gws.Upgrader
 	seed     maphash.Seed
 	shards   [64]shard
-	nextID   atomic.Uint64
 	count    atomic.Int64 // registered sessions
 	conns    atomic.Int64 // admitted connections, from the upgrade until their goroutines end
 	stats    hubStats
@@ -119,6 +120,7 @@ func New(cfg Config) (*Hub, error) {
 // hubStats are the hub's running totals.
 type hubStats struct {
 	upgrades, authFailures, evictions, slowConsumers, closed, refused, clientFrames atomic.Uint64
+	expired, refreshes, refreshesRefused, kicked, tooMany                           atomic.Uint64
 }
 
 // Stats are running totals since the hub started, for metrics.
@@ -130,6 +132,11 @@ type Stats struct {
 	Closed        uint64 // sessions ended, for any reason
 	Refused       uint64 // upgrades refused with 503: MaxConnections reached
 	ClientFrames  uint64 // frames read from clients: messages, pings and pongs
+	Expired       uint64 // sessions closed with 4001 "token expired"
+	Refreshes     uint64 // in-band token refreshes taken
+	RefreshFailed uint64 // in-band token refreshes refused (an error frame)
+	Kicked        uint64 // sessions closed with 4003 (Disconnect)
+	TooMany       uint64 // sessions closed with 4008 (over MaxClientRate)
 }
 
 // Stats returns the running totals.
@@ -142,6 +149,11 @@ func (h *Hub) Stats() Stats {
 		Closed:        h.stats.closed.Load(),
 		Refused:       h.stats.refused.Load(),
 		ClientFrames:  h.stats.clientFrames.Load(),
+		Expired:       h.stats.expired.Load(),
+		Refreshes:     h.stats.refreshes.Load(),
+		RefreshFailed: h.stats.refreshesRefused.Load(),
+		Kicked:        h.stats.kicked.Load(),
+		TooMany:       h.stats.tooMany.Load(),
 	}
 }
 

@@ -1,7 +1,6 @@
 package session
 
 import (
-	"errors"
 	"hash/maphash"
 	"slices"
 	"sync"
@@ -135,11 +134,7 @@ func (h *Hub) Deliver(user, device string, frame []byte) []Delivery {
 	}
 	out := make([]Delivery, len(list))
 	for i, s := range list {
-		out[i] = Delivery{Device: s.info.Device, Session: s.info.Session, Err: s.Enqueue(frame)}
-		if errors.Is(out[i].Err, ErrSlowConsumer) {
-			h.stats.slowConsumers.Add(1)
-			h.log.Warn("session send queue full, closing", append(s.identity(), "queue", h.cfg.SendQueue)...)
-		}
+		out[i] = h.deliver(s, frame)
 	}
 	return out
 }

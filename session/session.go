@@ -18,7 +18,7 @@ var (
 
 // Info describes a session.
 type Info struct {
-	Session   string // the session id: unique on this node
+	Session   string // the session id: random, unique cluster-wide (newSessionID)
 	User      string
 	Device    string
 	Remote    string
@@ -69,7 +69,14 @@ type Session struct {
 	writing  bool        // a writer goroutine runs
 	finished bool        // ReadLoop returned; no new writer may start
 	writers  sync.WaitGroup
-	pinger   *time.Timer
+	timer    *time.Timer // fires for the next server ping or the token's expiry, whichever is first
+	pingDue  int64       // Unix nanoseconds of the next server ping
+	expires  int64       // Unix nanoseconds of the token's exp; 0: none
+
+	// The client's rate limit (Config.MaxClientRate), a token bucket
+	// touched only by the read loop's goroutine.
+	allowance float64 // frames the client may still send now
+	lastFrame int64   // Unix nanoseconds of its last frame
 }
 
 // Enqueue queues a frame for the client. It never blocks: a full queue
@@ -98,6 +105,18 @@ func (s *Session) Close(dc Disconnect) {
 	s.mu.Unlock()
 }
 
+// closeFirst closes the session with dc and reports whether this call
+// did: false if it was closing already.
+func (s *Session) closeFirst(dc Disconnect) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing != nil {
+		return false
+	}
+	s.closeLocked(dc)
+	return true
+}
+
 // evict sends the "evicted" frame, then closes with 4000. It reports
 // whether it did: false if the session was closing already (evicted
 // before, or closed for another reason).
@@ -112,9 +131,6 @@ func (s *Session) evict() bool {
 	s.closeLocked(disconnectEvicted)
 	return true
 }
-
-// owePing asks the writer for a server ping.
-func (s *Session) owePing() { s.owe(func(o *owed) { o.ping = true }) }
 
 // owePong asks the writer for the JSON {"type":"pong"}.
 func (s *Session) owePong() { s.owe(func(o *owed) { o.pong = true }) }
@@ -287,8 +303,8 @@ func (s *Session) finish() {
 	if s.closing == nil {
 		s.closing = &Disconnect{}
 	}
-	if s.pinger != nil {
-		s.pinger.Stop()
+	if s.timer != nil {
+		s.timer.Stop()
 	}
 	s.mu.Unlock()
 	s.writers.Wait()
@@ -304,21 +320,91 @@ func (s *Session) serverDisconnect() (Disconnect, bool) {
 	return *s.closing, true
 }
 
-// schedulePing arms the next server ping.
-func (s *Session) schedulePing() {
+// startTimer arms the session's timer for the first server ping, and
+// for the token's expiry if that comes first.
+func (s *Session) startTimer(expires time.Time) {
+	now := time.Now().UnixNano()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !expires.IsZero() {
+		s.expires = expires.UnixNano()
+	}
+	s.pingDue = now + int64(s.hub.cfg.PingInterval)
+	s.armLocked(now)
+}
+
+// armLocked sets the timer to fire at the next ping or at the token's
+// expiry plus Leeway, whichever is first; s.mu must be held.
+func (s *Session) armLocked(now int64) {
 	if s.finished {
 		return
 	}
-	if s.pinger == nil {
-		s.pinger = time.AfterFunc(s.hub.cfg.PingInterval, s.ping)
+	next := s.pingDue
+	if s.expires != 0 && s.expires+int64(Leeway) < next {
+		next = s.expires + int64(Leeway)
+	}
+	d := time.Duration(max(next-now, 0))
+	if s.timer == nil {
+		s.timer = time.AfterFunc(d, s.tick)
 		return
 	}
-	s.pinger.Reset(s.hub.cfg.PingInterval)
+	s.timer.Reset(d)
 }
 
-func (s *Session) ping() {
-	s.owePing()
-	s.schedulePing()
+// tick closes the session with 4001 "token expired" if its token has
+// expired (plus Leeway), else sends a server ping if one is due, and
+// re-arms the timer.
+func (s *Session) tick() {
+	now := time.Now().UnixNano()
+	s.mu.Lock()
+	expired := s.expires != 0 && now >= s.expires+int64(Leeway) && s.closing == nil
+	switch {
+	case expired:
+		s.closeLocked(disconnectExpired)
+	case s.closing != nil:
+	default:
+		if now >= s.pingDue {
+			s.owed.ping = true
+			s.startWriterLocked()
+			s.pingDue = now + int64(s.hub.cfg.PingInterval)
+		}
+		s.armLocked(now)
+	}
+	s.mu.Unlock()
+	if expired {
+		s.hub.stats.expired.Add(1)
+		s.hub.log.Info("session token expired: closing with 4001", s.identity()...)
+	}
+}
+
+// refreshed takes a new token's expiry and re-arms the timer; false if
+// the session is closing already.
+func (s *Session) refreshed(expires time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing != nil {
+		return false
+	}
+	s.expires = expires.UnixNano()
+	s.armLocked(time.Now().UnixNano())
+	return true
+}
+
+// allow takes one frame from the client's token bucket: rate frames per
+// second, burst twice that. False: the client is over its rate. Called
+// only from the read loop's goroutine.
+func (s *Session) allow(rate float64) bool {
+	now := time.Now().UnixNano()
+	burst := 2 * rate
+	if s.lastFrame == 0 {
+		s.allowance = burst
+	} else {
+		s.allowance = min(burst, s.allowance+rate*float64(now-s.lastFrame)/1e9)
+	}
+	s.lastFrame = now
+	if s.allowance < 1 {
+		return false
+	}
+	s.allowance--
+	return true
 }

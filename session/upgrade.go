@@ -1,11 +1,11 @@
 package session
 
 import (
+	"crypto/rand"
 	"encoding/base64"
 	"fmt"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -68,7 +68,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		hub:  h,
 		conn: conn,
 		info: Info{
-			Session:   strconv.FormatUint(h.nextID.Add(1), 10),
+			Session:   newSessionID(),
 			User:      id.User,
 			Device:    id.Device,
 			Remote:    remote,
@@ -76,7 +76,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		},
 	}
 	conn.Session().Store("s", s)
-	h.open(s)
+	h.open(s, id)
 	go func() {
 		defer h.active.Done()
 		defer h.conns.Add(-1)
@@ -109,10 +109,19 @@ func (h *Hub) readLoop(s *Session) {
 // HTTP server's goroutine, not on the session's read loop: logging and
 // announcing grow a goroutine's stack, and the read loop's stack is kept
 // for the whole life of the connection.
-func (h *Hub) open(s *Session) {
+//
+// The welcome frame is queued before the session is registered, so it is
+// the first frame the client gets, and written once the Observer has
+// heard of the session, so that a client that reads its session id from
+// the welcome and hands it on finds it in this node's table.
+func (h *Hub) open(s *Session, id Identity) {
 	_ = s.conn.SetReadDeadline(time.Now().Add(h.cfg.IdleTimeout))
+	s.mu.Lock()
+	s.messages++
+	s.queue = append(s.queue, item{op: opMessage, data: welcomeFrame(h.cfg.NodeName, s.info, id.Expires)})
+	s.mu.Unlock()
 	h.register(s)
-	s.schedulePing()
+	s.startTimer(id.Expires)
 	h.mu.Lock()
 	closed := h.closed
 	h.mu.Unlock()
@@ -123,6 +132,19 @@ func (h *Hub) open(s *Session) {
 	if h.cfg.Observer != nil {
 		h.cfg.Observer.SessionOpened(s.info)
 	}
+	s.mu.Lock()
+	s.startWriterLocked() // the welcome, unless a message started it already
+	s.mu.Unlock()
+}
+
+// newSessionID returns a session id: 96 random bits in 16 characters of
+// URL-safe base64, unique cluster-wide without asking anyone (two ids in a
+// billion collide with odds of 1 in 10^11), and the same wherever the
+// session goes.
+func newSessionID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
 // refuseFull answers an upgrade beyond MaxConnections: 503, and a warning

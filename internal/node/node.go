@@ -148,6 +148,8 @@ func newHub(cfg *config.Config, log *slog.Logger, auth *session.Authenticator, p
 		SendQueue:       cfg.Session.SendQueue,
 		MaxMessageBytes: cfg.Session.MaxMessageBytes,
 		MaxConnections:  cfg.Session.MaxConnections,
+		MaxClientRate:   float64(cfg.Session.MaxClientRate),
+		NodeName:        cfg.Node.Name,
 		SingleDevice:    cfg.Session.SingleDevice,
 		AllowedOrigins:  cfg.Auth.AllowedOrigins,
 		TrustedProxies:  proxies,

@@ -29,11 +29,17 @@ func (c *Client) Addr() string { return c.addr }
 // Token returns a client token for user and device, valid for an hour.
 func (c *Client) Token(tb testing.TB, user, device string) string {
 	tb.Helper()
+	return c.TokenTTL(tb, user, device, time.Hour)
+}
+
+// TokenTTL returns a client token for user and device, valid for ttl.
+func (c *Client) TokenTTL(tb testing.TB, user, device string, ttl time.Duration) string {
+	tb.Helper()
 	a, err := session.NewAuthenticator([]byte(c.secret))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tok, err := a.Mint(user, device, time.Hour)
+	tok, err := a.Mint(user, device, ttl)
 	if err != nil {
 		tb.Fatal(err)
 	}

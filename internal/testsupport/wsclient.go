@@ -24,9 +24,11 @@ type WSClient struct {
 	Code   uint16
 	Reason string
 
-	closed  chan struct{}
-	silent  bool
-	started bool
+	closed   chan struct{}
+	welcome  chan []byte // the welcome frame, if it came first (room for 1)
+	silent   bool
+	started  bool
+	gotFirst bool // a frame came: only the first may be the welcome; read loop only
 }
 
 // DialOpts adjusts a dial. The zero value is a client that reads, answers
@@ -59,7 +61,7 @@ func DialWS(tb testing.TB, addr, token string, o DialOpts) *WSClient {
 // TryDialWS opens a WebSocket to ws://addr/ws and returns the server's
 // answer to the upgrade if it refused it. The caller closes the client.
 func TryDialWS(addr, token string, o DialOpts) (*WSClient, *http.Response, error) {
-	c := &WSClient{Frames: make(chan []byte, 4096), Pings: make(chan struct{}, 64), closed: make(chan struct{}), silent: o.Silent}
+	c := &WSClient{Frames: make(chan []byte, 4096), Pings: make(chan struct{}, 64), closed: make(chan struct{}), welcome: make(chan []byte, 1), silent: o.Silent}
 	d := net.Dialer{Timeout: 5 * time.Second}
 	if o.Source != "" {
 		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(o.Source)}
@@ -147,6 +149,37 @@ func (c *WSClient) Next(tb testing.TB) map[string]any {
 	return nil
 }
 
+// Welcome waits for the welcome frame and decodes it. A welcome that was
+// the connection's first frame is kept apart (Next never returns it); one
+// that came later is a message like any other, and Welcome does not see it.
+func (c *WSClient) Welcome(tb testing.TB) map[string]any {
+	tb.Helper()
+	select {
+	case b := <-c.welcome:
+		c.welcome <- b // for the next call
+		var f map[string]any
+		if err := json.Unmarshal(b, &f); err != nil {
+			tb.Fatalf("welcome frame is not JSON: %q", b)
+		}
+		return f
+	case <-c.closed:
+		tb.Fatalf("connection closed (code %d, %q) before a welcome frame", c.Code, c.Reason)
+	case <-time.After(WaitLimit):
+		tb.Fatalf("no welcome frame within %s", WaitLimit)
+	}
+	return nil
+}
+
+// Session returns the session id the welcome frame gave.
+func (c *WSClient) Session(tb testing.TB) string {
+	tb.Helper()
+	id, _ := c.Welcome(tb)["session"].(string)
+	if id == "" {
+		tb.Fatal("welcome frame has no session id")
+	}
+	return id
+}
+
 // WaitClose waits for the server to close and returns its code and reason.
 func (c *WSClient) WaitClose(tb testing.TB) (uint16, string) {
 	tb.Helper()
@@ -209,5 +242,12 @@ func (e *wsEvents) OnPong(*gws.Conn, []byte) {}
 func (e *wsEvents) OnMessage(_ *gws.Conn, m *gws.Message) {
 	b := bytes.Clone(m.Bytes())
 	m.Close()
+	if !e.gotFirst {
+		e.gotFirst = true
+		if bytes.HasPrefix(b, []byte(`{"type":"welcome",`)) {
+			e.welcome <- b
+			return
+		}
+	}
 	e.Frames <- b
 }
