@@ -219,6 +219,9 @@ func TestDisconnect(t *testing.T) {
 		t.Fatalf("web closed with %d, want 4003", code)
 	}
 	testsupport.WaitFor(t, "the kicked sessions gone from t1's table", func() bool { return t1.Cluster().TableSize() == 0 })
+	if m := t3.Metrics(t); !strings.Contains(m, "wsmesh_disconnects_total 2\n") {
+		t.Error("t3's /metrics lacks wsmesh_disconnects_total 2")
+	}
 	if out := t1.Send(t, `{"users":["42","7"],"data":1}`); out["offline"] != 2.0 {
 		t.Fatalf("send after disconnect: %v", out)
 	}
@@ -285,6 +288,12 @@ func TestTokenLifetime(t *testing.T) {
 	if n.Logs.Count("session token expired: closing with 4001") != 2 {
 		t.Errorf("want 2 \"session token expired\" log lines")
 	}
+	m := n.Metrics(t)
+	for _, want := range []string{"wsmesh_token_expiries_total 2", "wsmesh_token_refreshes_total 1", "wsmesh_token_refresh_failures_total 2"} {
+		if !strings.Contains(m, want+"\n") {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
 }
 
 // TestClientFloodGets4008: a client sending pings far over
@@ -315,5 +324,8 @@ func TestClientFloodGets4008(t *testing.T) {
 	}
 	if n.Logs.Count("client over its rate limit: closing with 4008") != 1 {
 		t.Error("want one 4008 warning")
+	}
+	if m := n.Metrics(t); !strings.Contains(m, "wsmesh_rate_limited_total 1\n") {
+		t.Error("/metrics lacks wsmesh_rate_limited_total 1")
 	}
 }

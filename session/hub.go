@@ -6,11 +6,13 @@
 // and closing to an Observer and delivers frames it is handed.
 //
 // Files: hub.go (Hub, Config, Stats, Shutdown), registry.go (the sessions
-// by user: register, Evict, Deliver), upgrade.go (GET /ws: origin and
-// handshake checks, the connection limit, the token), events.go (gws's
-// callbacks, why a session closed), session.go (one connection's queue and
-// writer), frames.go (close codes and frames), auth.go (tokens), limits.go
-// (the default connection limit).
+// by user: register, Evict, Deliver), control.go (one session by id:
+// DeliverSession; Disconnect with 4003), upgrade.go (GET /ws: origin and
+// handshake checks, the connection limit, the token, the welcome frame),
+// events.go (gws's callbacks, the client's rate limit, token refresh, why
+// a session closed), session.go (one connection's queue and writer, its
+// timer for pings and token expiry), frames.go (close codes and frames),
+// auth.go (tokens), limits.go (the default connection limit).
 package session
 
 import (
