@@ -2,21 +2,25 @@ package main
 
 import (
 	"bufio"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"wsmesh/internal/testsupport"
 	"wsmesh/internal/testsupport/nodetest"
+	"wsmesh/session"
 )
 
 // The browser test drives web/index.html (the demo page, served by the
@@ -290,14 +294,21 @@ func sessionOwner(t *testing.T, nodes []*nodetest.Node) *nodetest.Node {
 //
 //	(0) a token the server refuses: the page shows "unauthorized", and its
 //	    client reports the 4001 close with no reconnect to follow;
-//	(a) a good token pasted into the form: the page connects, and a /send
-//	    through another node shows up in its message list (screenshot);
+//	(a) a good token pasted into the form: the page connects and shows its
+//	    welcome (a session id, on the node /cluster says holds it), and a
+//	    /send through another node shows up in its message list (screenshot);
 //	(b) a second login of the same user and device on another node: the page
 //	    shows "evicted" and does not reconnect (which would evict the newer login);
-//	(c) a fresh page load with ?token= connects again (evicting that login);
-//	    the node it is on (found by /cluster session counts) shuts down as on
-//	    SIGTERM: the page gets 1012, reconnects at once to another node, and a
-//	    /send reaches it.
+//	(c) a fresh page load with ?token= connects again (evicting that login),
+//	    with a new session id; the node it is on (found by /cluster session
+//	    counts) shuts down as on SIGTERM: the page gets 1012, reconnects at
+//	    once to another node with a new session id, and a /send reaches it;
+//	(d) a page load with ?token_url= (a token endpoint minting 4 s tokens):
+//	    the client refreshes its token over the open socket, again and again,
+//	    and the session outlives its first token (and the server's leeway)
+//	    with the same session id, no reconnect (screenshot);
+//	(e) POST /disconnect of that session id through another node: the page
+//	    shows "kicked" with the backend's reason, and no reconnect to follow.
 func TestBrowserClient(t *testing.T) {
 	chromium := testsupport.RequireTool(t, "chromium", "chromium")
 	nodeBin := testsupport.RequireTool(t, "node", "nodejs")
@@ -335,15 +346,42 @@ func browserCluster(t *testing.T) []*nodetest.Node {
 // proxy is the address the page connects through ("": it connects to the
 // nodes directly and shows which one it is on).
 func browserScenario(t *testing.T, nodeBin, chromium string, nodes []*nodetest.Node, pageURL, nodeList, proxy string) {
-	query := func(token string) string {
+	// query is the page's URL with ?nodes= and these parameters ("": left out).
+	query := func(kv ...string) string {
 		v := url.Values{}
 		if nodeList != "" {
 			v.Set("nodes", nodeList)
 		}
-		if token != "" {
-			v.Set("token", token)
+		for i := 0; i+1 < len(kv); i += 2 {
+			if kv[i+1] != "" {
+				v.Set(kv[i], kv[i+1])
+			}
 		}
 		return pageURL + "?" + v.Encode()
+	}
+	// welcomed checks what the page shows of its welcome frame: a session
+	// id other than notSession, on node n, expiring when one of the tokens
+	// does (unix seconds); it returns the session id and expiry.
+	welcomed := func(step string, st map[string]any, n *nodetest.Node, notSession string, tokens ...string) (string, int64) {
+		t.Helper()
+		sid, _ := st["session"].(string)
+		if sid == "" || sid == notSession {
+			t.Fatalf("%s the page shows session %q, want a new session id (not %q)", step, sid, notSession)
+		}
+		if st["sessionNode"] != n.Cfg.Node.Name {
+			t.Fatalf("%s the page's welcome names node %v, want %s", step, st["sessionNode"], n.Cfg.Node.Name)
+		}
+		got, _ := st["expires"].(float64)
+		var exps []int64
+		for _, tok := range tokens {
+			if exp := tokenExp(t, tok); exp == int64(got) {
+				return sid, exp
+			} else {
+				exps = append(exps, exp)
+			}
+		}
+		t.Fatalf("%s the page shows expires %.0f, want its token's exp (one of %v)", step, got, exps)
+		return "", 0
 	}
 	// shows checks the node the page says it is on: the proxy, or the node.
 	shows := func(step, shown string, n *nodetest.Node) {
@@ -363,7 +401,7 @@ func browserScenario(t *testing.T, nodeBin, chromium string, nodes []*nodetest.N
 	t.Logf("browser driver ready in %s", time.Since(start).Round(time.Millisecond))
 
 	// (0) A token the server refuses: 4001, no reconnect.
-	r := b.do(t, "goto", map[string]any{"url": query("not-a-jwt")})
+	r := b.do(t, "goto", map[string]any{"url": query("token", "not-a-jwt")})
 	if r["status"] != 200.0 || r["title"] != "wsmesh demo" {
 		t.Fatalf("page load: %v", r)
 	}
@@ -371,9 +409,16 @@ func browserScenario(t *testing.T, nodeBin, chromium string, nodes []*nodetest.N
 	if !strings.Contains(fmt.Sprint(st["detail"]), "token malformed") {
 		t.Errorf("(0) the unauthorized page says %q, want the server's reason (token malformed)", st["detail"])
 	}
+	var welcome0 *browserEvent
 	b.waitEvent(t, "the page to report close 4001 without reconnect", testsupport.WaitLimit, func(m map[string]any) bool {
+		if pageKind(m) == "welcome" {
+			welcome0 = &browserEvent{m: m}
+		}
 		return pageKind(m) == "close" && m["code"] == 4001.0 && m["reconnect"] == false
 	})
+	if welcome0 != nil {
+		t.Fatalf("(0) the refused connection got a welcome: %s", welcome0)
+	}
 
 	// (a) Paste a good token into the form, press Connect.
 	tok := nodes[0].Token(t, "42", "web")
@@ -383,6 +428,9 @@ func browserScenario(t *testing.T, nodeBin, chromium string, nodes []*nodetest.N
 	t.Logf("(a) page open %s after pressing Connect, showing %q", time.Since(connectAt).Round(time.Millisecond), st["node"])
 	owner := sessionOwner(t, nodes)
 	shows("(a)", shownNode(st), owner)
+	st = b.do(t, "waitSession", nil)
+	sessionA, _ := welcomed("(a)", st, owner, "", tok)
+	t.Logf("(a) welcome: session %s on %s, expires %.0f", sessionA, st["sessionNode"], st["expires"])
 	var sender *nodetest.Node
 	for _, n := range nodes {
 		if n != owner {
@@ -457,7 +505,7 @@ func browserScenario(t *testing.T, nodeBin, chromium string, nodes []*nodetest.N
 	// (c) Load the page again with ?token=: it connects at once and takes
 	// over, evicting the Go client.
 	reloadAt := time.Now()
-	b.do(t, "goto", map[string]any{"url": query(tok)})
+	b.do(t, "goto", map[string]any{"url": query("token", tok)})
 	st = b.do(t, "waitState", map[string]any{"state": "open"})
 	t.Logf("(c) reloaded page open %s after the load began", time.Since(reloadAt).Round(time.Millisecond))
 	if code, reason := goClient.WaitClose(t); code != 4000 {
@@ -465,6 +513,8 @@ func browserScenario(t *testing.T, nodeBin, chromium string, nodes []*nodetest.N
 	}
 	owner = sessionOwner(t, nodes)
 	shows("(c)", shownNode(st), owner)
+	st = b.do(t, "waitSession", map[string]any{"notSession": sessionA})
+	sessionC, _ := welcomed("(c)", st, owner, sessionA, tok)
 	t.Logf("(c) /cluster: the page's session is on %s; stopping it as SIGTERM would", owner.Cfg.Node.Name)
 	var survivors []*nodetest.Node
 	for _, n := range nodes {
@@ -491,6 +541,9 @@ func browserScenario(t *testing.T, nodeBin, chromium string, nodes []*nodetest.N
 	shows("(c) after 1012:", fmt.Sprint(openEv.m["node"]), newOwner)
 	st = b.do(t, "waitState", map[string]any{"state": "open"})
 	shows("(c) after 1012:", shownNode(st), newOwner)
+	st = b.do(t, "waitSession", map[string]any{"notSession": sessionC})
+	sessionC2, _ := welcomed("(c) after 1012:", st, newOwner, sessionC, tok)
+	t.Logf("(c) after 1012: session %s on %s (was %s)", sessionC2, newOwner.Cfg.Node.Name, sessionC)
 
 	// Send through the surviving node that the page is not on: poll until
 	// its table knows the new session.
@@ -520,7 +573,173 @@ func browserScenario(t *testing.T, nodeBin, chromium string, nodes []*nodetest.N
 	shot2 := filepath.Join(shotDir, "demo-"+name+"-after-1012.png")
 	b.do(t, "screenshot", map[string]any{"path": shot2})
 	t.Logf("(c) screenshot: %s", shot2)
+
+	// (d) Tokens from a token endpoint, valid for 4 s: the client refreshes
+	// them over the open socket. Without refreshes the server would close
+	// the session with 4001 "token expired" 5 s (its leeway) after the
+	// first token's exp; the page must still be on the same session well
+	// past that, having reconnected never.
+	const ttl = 4 * time.Second
+	ts := startTokenServer(t, newOwner.Cfg.Auth.JWTSecret, "42", "web", ttl)
+	b.drain()
+	loadAt := time.Now()
+	b.do(t, "goto", map[string]any{"url": query("token_url", ts.URL)})
+	st = b.do(t, "waitState", map[string]any{"state": "open"})
+	dOwner := sessionOwner(t, survivors)
+	shows("(d)", shownNode(st), dOwner)
+	st = b.do(t, "waitSession", map[string]any{"notSession": sessionC2})
+	// The page may have fetched more than one token before it connected
+	// (in "direct", its first node is the one (c) stopped).
+	sessionD, firstExp := welcomed("(d)", st, dOwner, sessionC2, ts.tokens()...)
+	b.waitEvent(t, "(d) the page to report its welcome", testsupport.WaitLimit, func(m map[string]any) bool {
+		return pageKind(m) == "welcome" && m["session"] == sessionD
+	})
+	t.Logf("(d) open %s after the load began; session %s, its token expires %d (in %s)",
+		time.Since(loadAt).Round(time.Millisecond), sessionD, firstExp, time.Until(time.Unix(firstExp, 0)).Round(time.Millisecond))
+	// Past the first token's exp plus the server's leeway, and a second more.
+	past := time.Unix(firstExp, 0).Add(session.Leeway + time.Second)
+	refreshes := 0
+	for done := false; !done; {
+		ev := b.waitEvent(t, "(d) the page's token refreshes, past the first token's expiry", time.Until(past)+testsupport.WaitLimit, func(m map[string]any) bool {
+			switch pageKind(m) {
+			case "refreshed", "close", "open", "welcome", "error":
+				return true
+			}
+			return false
+		})
+		switch pageKind(ev.m) {
+		case "refreshed":
+			refreshes++
+			if ev.m["session"] != sessionD {
+				t.Fatalf("(d) refreshed %s, want session %s", ev, sessionD)
+			}
+			exp, _ := ev.m["expires"].(float64)
+			if time.Unix(int64(exp), 0).Before(ev.at) {
+				t.Fatalf("(d) refreshed %s at %s: the new expiry is in the past", ev, ev.at.Format(time.RFC3339Nano))
+			}
+			done = ev.at.After(past)
+		default:
+			t.Fatalf("(d) the page reported %s while its token should be refreshed in place", ev)
+		}
+	}
+	st = b.do(t, "snapshot", nil)
+	if st["state"] != "open" || st["session"] != sessionD {
+		t.Fatalf("(d) after %d refreshes the page shows state %v session %v, want open on %s", refreshes, st["state"], st["session"], sessionD)
+	}
+	if got, _ := st["refreshes"].(float64); int(got) != refreshes {
+		t.Fatalf("(d) the page shows %v refreshes, it reported %d", st["refreshes"], refreshes)
+	}
+	if minted := len(ts.tokens()); minted < refreshes+1 {
+		t.Fatalf("(d) the token endpoint minted %d tokens for 1 connection and %d refreshes", minted, refreshes)
+	}
+	if n := sessionOwner(t, survivors); n != dOwner {
+		t.Fatalf("(d) the session moved from %s to %s", dOwner.Cfg.Node.Name, n.Cfg.Node.Name)
+	}
+	t.Logf("(d) %d refreshes of session %s on %s, %s after the load began, %s past the first token's exp; %d tokens minted",
+		refreshes, sessionD, dOwner.Cfg.Node.Name, time.Since(loadAt).Round(time.Millisecond),
+		time.Since(time.Unix(firstExp, 0)).Round(time.Millisecond), len(ts.tokens()))
+	shot3 := filepath.Join(shotDir, "demo-"+name+"-refreshed.png")
+	b.do(t, "screenshot", map[string]any{"path": shot3})
+	t.Logf("(d) screenshot: %s", shot3)
+
+	// (e) The backend disconnects that session by its id, through the other
+	// node: the page shows "kicked" with the backend's reason, and its
+	// client says no reconnect follows (4003).
+	var kicker *nodetest.Node
+	for _, n := range survivors {
+		if n != dOwner {
+			kicker = n
+		}
+	}
+	b.drain()
+	const reason = "signed out by the backend"
+	code, out, _ := kicker.API(t, http.MethodPost, "/disconnect", fmt.Sprintf(`{"sessions":[%q],"reason":%q}`, sessionD, reason))
+	if code != http.StatusOK || out["disconnected"] != 1.0 {
+		t.Fatalf("(e) POST /disconnect session %s on %s: %d %v", sessionD, kicker.Cfg.Node.Name, code, out)
+	}
+	st = b.do(t, "waitState", map[string]any{"state": "kicked"})
+	if !strings.Contains(fmt.Sprint(st["detail"]), reason) {
+		t.Errorf("(e) the kicked page says %q, want the backend's reason %q", st["detail"], reason)
+	}
+	b.waitEvent(t, "(e) the page to report close 4003 without reconnect", testsupport.WaitLimit, func(m map[string]any) bool {
+		return pageKind(m) == "close" && m["code"] == 4003.0 && m["reason"] == reason && m["reconnect"] == false
+	})
+	t.Logf("(e) /disconnect on %s: the page shows kicked: %q", kicker.Cfg.Node.Name, st["detail"])
 	t.Logf("whole scenario, browser start included: %s", time.Since(start).Round(time.Millisecond))
+}
+
+// tokenExp returns a client token's exp claim (unix seconds), read without
+// checking the signature: the test minted it.
+func tokenExp(t *testing.T, tok string) int64 {
+	t.Helper()
+	exp, err := parseExp(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return exp
+}
+
+func parseExp(tok string) (int64, error) {
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return 0, fmt.Errorf("token %q is not a JWT", tok)
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return 0, fmt.Errorf("token payload: %w", err)
+	}
+	var c struct {
+		Exp int64 `json:"exp"`
+	}
+	if err := json.Unmarshal(raw, &c); err != nil || c.Exp == 0 {
+		return 0, fmt.Errorf("token payload %s: no exp (%v)", raw, err)
+	}
+	return c.Exp, nil
+}
+
+// tokenServer is a backend's token endpoint for the demo page's
+// ?token_url=: each GET mints a fresh token (text/plain) for one user and
+// device. CORS allows any origin: the page comes from a node or nginx.
+type tokenServer struct {
+	*httptest.Server
+	mu     sync.Mutex
+	minted []string
+}
+
+func startTokenServer(t *testing.T, secret, user, device string, ttl time.Duration) *tokenServer {
+	t.Helper()
+	auth, err := session.NewAuthenticator([]byte(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := &tokenServer{}
+	ts.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		w.Header().Set("Cache-Control", "no-store")
+		if r.Method != http.MethodGet {
+			http.Error(w, "GET only", http.StatusMethodNotAllowed)
+			return
+		}
+		tok, err := auth.Mint(user, device, ttl)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		ts.mu.Lock()
+		ts.minted = append(ts.minted, tok)
+		ts.mu.Unlock()
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, tok)
+	}))
+	t.Cleanup(ts.Close)
+	return ts
+}
+
+// tokens returns the tokens minted so far, oldest first.
+func (ts *tokenServer) tokens() []string {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return append([]string(nil), ts.minted...)
 }
 
 // TestBrowserDemoMounted checks that a node serves the demo only as

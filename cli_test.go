@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -39,6 +40,7 @@ func TestCLI(t *testing.T) {
 		{"stray argument", []string{"serve", "extra"}, 2, "", `unexpected argument "extra"`},
 		{"token without user", []string{"token", "-config", good}, 2, "", "-user is required"},
 		{"token bad ttl", []string{"token", "-user", "1", "-ttl", "soon", "-config", good}, 2, "", "ttl"},
+		{"token bad rooms", []string{"token", "-user", "1", "-rooms", "live:*,a b", "-config", good}, 2, "", "bad room name"},
 		{"serve bad config", []string{"serve", "-config", bad}, 1, "", "session.send_qeue"},
 		{"token bad config", []string{"token", "-user", "1", "-config", bad}, 1, "", bad},
 		{"serve missing config", []string{"-config", "/nonexistent/x.toml"}, 1, "", "/nonexistent/x.toml"},
@@ -66,8 +68,17 @@ func TestTokenCommand(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	a, _ := session.NewAuthenticator([]byte(testsupport.Secret))
 	id, err := a.Verify(lines[len(lines)-1])
-	if err != nil || id.User != "42" || id.Device != "app" {
+	if err != nil || id.User != "42" || id.Device != "app" || id.Rooms != nil {
 		t.Fatalf("token on the last line: %v %+v", err, id)
+	}
+
+	out.Reset()
+	if code := run([]string{"token", "-user", "42", "-rooms", "live:*, news,", "-config", cfgPath}, &out, &errb); code != 0 {
+		t.Fatalf("token -rooms: exit %d: %s", code, errb.String())
+	}
+	lines = strings.Split(strings.TrimSpace(out.String()), "\n")
+	if id, err = a.Verify(lines[len(lines)-1]); err != nil || !slices.Equal(id.Rooms, []string{"live:*", "news"}) {
+		t.Fatalf("token -rooms live:*, news,: %v, rooms %q; want [live:* news]", err, id.Rooms)
 	}
 
 	t.Chdir(t.TempDir()) // no ./config.toml: a random secret would be useless

@@ -2,7 +2,7 @@
 // WebSocket to any node, and POST /send on any node reaches them.
 //
 //	wsmesh [serve] [-config FILE]
-//	wsmesh token -user ID [-device NAME] [-ttl 1h] [-config FILE]
+//	wsmesh token -user ID [-device NAME] [-rooms LIST] [-ttl 1h] [-config FILE]
 //	wsmesh version
 //	wsmesh bench [flags]
 //
@@ -36,7 +36,7 @@ const usage = `wsmesh: a broker-less WebSocket gateway cluster.
 
 Usage:
   wsmesh [serve] [-config FILE]     run a node (the default command)
-  wsmesh token -user ID [-device NAME] [-ttl 1h] [-config FILE]
+  wsmesh token -user ID [-device NAME] [-rooms LIST] [-ttl 1h] [-config FILE]
                                     print a client token signed with the config's jwt_secret
   wsmesh version                    print the version and VCS revision
   wsmesh bench [flags]              load-test nodes: clients, POST /send, latency (bench -h)
@@ -146,12 +146,24 @@ func cmdToken(args []string, stdout, stderr io.Writer) int {
 	user := fs.String("user", "", "user id (the token's sub claim; required)")
 	device := fs.String("device", "", `device name (default "default")`)
 	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
+	roomList := fs.String("rooms", "", `rooms the client may join itself, comma separated: names, or prefixes ending in * (e.g. "live:*,news"; "*": any)`)
 	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
 		return code
 	}
 	if *user == "" {
 		fmt.Fprintf(stderr, "wsmesh token: -user is required\n\n%s", usage)
 		return 2
+	}
+	var rooms []string
+	for r := range strings.SplitSeq(*roomList, ",") {
+		if r = strings.TrimSpace(r); r == "" {
+			continue
+		}
+		if err := session.ValidRoom(r); err != nil {
+			fmt.Fprintf(stderr, "wsmesh token: -rooms %q: %v\n\n%s", r, err, usage)
+			return 2
+		}
+		rooms = append(rooms, r)
 	}
 	cfg, err := config.Load(*cfgPath, os.Environ())
 	if err != nil {
@@ -165,7 +177,7 @@ func cmdToken(args []string, stdout, stderr io.Writer) int {
 	auth, err := session.NewAuthenticator([]byte(cfg.Auth.JWTSecret))
 	if err == nil {
 		var tok string
-		if tok, err = auth.Mint(*user, *device, *ttl); err == nil {
+		if tok, err = auth.MintRooms(*user, *device, rooms, *ttl); err == nil {
 			fmt.Fprintln(stdout, tok)
 			return 0
 		}

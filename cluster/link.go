@@ -111,8 +111,10 @@ type peer struct {
 type outSnapshot struct {
 	epoch, seq uint64
 	entries    []*Entry
-	next       int    // entries[next:] are not sent yet
-	index      uint64 // the next chunk's number
+	rooms      []RoomCount // sent after the entries
+	next       int         // entries[next:] are not sent yet
+	nextRoom   int         // rooms[nextRoom:] are not sent yet
+	index      uint64      // the next chunk's number
 }
 
 // newPeer makes the link with n; c.mu must be held (its counters live in
@@ -230,13 +232,14 @@ func (p *peer) takeBatch() (out queue, last bool) {
 	size := 0
 	out = queue{items: make([]item, 0, n+1), waiters: make([]chan callResult, 0, n+1)}
 	if s := p.out; s != nil {
-		it, taken := snapshotChunk(s.epoch, s.seq, s.index, s.entries[s.next:], snapshotChunkBytes)
+		it, taken, rooms := snapshotChunk(s.epoch, s.seq, s.index, s.entries[s.next:], s.rooms[s.nextRoom:], snapshotChunkBytes)
 		s.next += taken
+		s.nextRoom += rooms
 		s.index++
 		out.push(it, nil)
 		size += len(it.Body)
 		p.c.stats.snapshotChunks.Add(1)
-		if s.next == len(s.entries) {
+		if s.next == len(s.entries) && s.nextRoom == len(s.rooms) {
 			p.out, last = nil, true
 		}
 	}
@@ -268,7 +271,7 @@ func (p *peer) takeSnapshot() {
 		// One under way or not acked to its end: this one replaces it.
 		p.c.stats.snapshotsResent.Add(1)
 	}
-	p.out = &outSnapshot{epoch: m.Epoch, seq: m.Seq, entries: m.Entries}
+	p.out = &outSnapshot{epoch: m.Epoch, seq: m.Seq, entries: m.Entries, rooms: m.Rooms}
 	p.outOpen = true
 	p.dropDeltasLocked()
 	p.needSnapshot = false

@@ -62,6 +62,7 @@ const (
 	// Delta ops.
 	opConnect    deltaOp = 1
 	opDisconnect deltaOp = 2
+	opRoom       deltaOp = 3 // the sender's member count of a room (0: none left)
 )
 
 type (
@@ -292,11 +293,23 @@ func entrySize(e *Entry) int {
 // the receiver applies a snapshot once it has every chunk (sessions.go).
 // Index and the flags trail the entries: a snapshot of the first release,
 // sent whole, reads as chunk 0 with no more to follow.
+//
+// Rooms, the sender's member count of each room it has members in, trail
+// the flags (a decoder of an earlier version ignores them): a snapshot's
+// chunks carry its sessions first, then its rooms.
 type snapshotMsg struct {
 	Epoch, Seq uint64
 	Index      uint64   // this chunk's number in its snapshot
 	More       bool     // more chunks of this snapshot follow
 	Entries    []*Entry // Node is not sent: it is the sender
+	Rooms      []RoomCount
+}
+
+// RoomCount is how many members a room has on one node.
+type RoomCount struct {
+	Room    string
+	Node    string // not sent: the sender
+	Members int
 }
 
 func (m snapshotMsg) append(b []byte) []byte {
@@ -311,17 +324,24 @@ func (m snapshotMsg) append(b []byte) []byte {
 	if m.More {
 		flags |= chunkMore
 	}
-	return append(b, flags)
+	b = append(b, flags)
+	b = wire.AppendUvarint(b, uint64(len(m.Rooms)))
+	for _, r := range m.Rooms {
+		b = wire.AppendString(b, r.Room)
+		b = wire.AppendUvarint(b, uint64(r.Members))
+	}
+	return b
 }
 
 func (m snapshotMsg) item() item { return item{Kind: kindSnapshot, Body: m.append(nil)} }
 
 // snapshotChunk encodes chunk index of a snapshot (epoch, seq) as an
-// item: entries from the front of rest while the body stays within
-// maxBytes (at least one), and reports how many it took. The chunk is
-// the last one when it takes all of rest.
-func snapshotChunk(epoch, seq, index uint64, rest []*Entry, maxBytes int) (item, int) {
-	size, n := 3*binary.MaxVarintLen64+binary.MaxVarintLen64+1, 0
+// item: entries from the front of rest, then rooms from the front of
+// rooms once rest is all taken, while the body stays within maxBytes (at
+// least one of either), and reports how many of each it took. The chunk
+// is the last one when it takes all of both.
+func snapshotChunk(epoch, seq, index uint64, rest []*Entry, rooms []RoomCount, maxBytes int) (it item, entries, roomsTaken int) {
+	size, n := 4*binary.MaxVarintLen64+binary.MaxVarintLen64+1, 0
 	for n < len(rest) {
 		s := entrySize(rest[n])
 		if n > 0 && size+s > maxBytes {
@@ -330,8 +350,17 @@ func snapshotChunk(epoch, seq, index uint64, rest []*Entry, maxBytes int) (item,
 		size += s
 		n++
 	}
-	m := snapshotMsg{Epoch: epoch, Seq: seq, Index: index, More: n < len(rest), Entries: rest[:n]}
-	return item{Kind: kindSnapshot, Body: m.append(make([]byte, 0, size))}, n
+	k := 0
+	for n == len(rest) && k < len(rooms) {
+		s := uvarintLen(uint64(len(rooms[k].Room))) + len(rooms[k].Room) + binary.MaxVarintLen64
+		if n+k > 0 && size+s > maxBytes {
+			break
+		}
+		size += s
+		k++
+	}
+	m := snapshotMsg{Epoch: epoch, Seq: seq, Index: index, More: n < len(rest) || k < len(rooms), Entries: rest[:n], Rooms: rooms[:k]}
+	return item{Kind: kindSnapshot, Body: m.append(make([]byte, 0, size))}, n, k
 }
 
 // minEntrySize is the least an entry takes on the wire: three empty
@@ -370,13 +399,31 @@ func decodeSnapshot(b []byte) (snapshotMsg, error) {
 		m.Index = d.uvarint()
 		if d.err == nil && d.off < len(b) {
 			m.More = b[d.off]&chunkMore != 0
+			d.off++
 		}
 		if d.err != nil {
 			m.Index = 0
+			return m, nil
+		}
+	}
+	if d.off < len(b) { // rooms, which the first release did not send
+		r := wire.NewReader(b[d.off:])
+		if n := r.Count(); n > 0 {
+			m.Rooms = make([]RoomCount, n)
+			for i := range m.Rooms {
+				m.Rooms[i] = RoomCount{Room: r.String(), Members: int(min(r.Uvarint(), maxRoomMembers))}
+			}
+		}
+		if r.Err() != nil {
+			return snapshotMsg{}, decodeErr("snapshot rooms", r.Err())
 		}
 	}
 	return m, nil
 }
+
+// maxRoomMembers bounds a member count read from the wire, so that a sum
+// of counts cannot overflow an int.
+const maxRoomMembers = 1 << 40
 
 // chunkReader reads a snapshot chunk as wire.Reader would, by offset into
 // b, so that decodeSnapshot can cut its strings from one copy of b.
@@ -414,21 +461,27 @@ func (d *chunkReader) str(all string) string {
 	return s
 }
 
-// deltaMsg is one change to its sender's sessions, number Seq of its boot
-// epoch Epoch: a connect carries the whole entry, a disconnect only the
-// session id (Entry.Session).
+// deltaMsg is one change to its sender's sessions or rooms, number Seq
+// of its boot epoch Epoch: a connect carries the whole entry, a
+// disconnect only the session id (Entry.Session), a room change the room
+// and the sender's member count of it (Room).
 type deltaMsg struct {
 	Epoch, Seq uint64
 	Op         deltaOp
-	Entry      *Entry // Node is not sent: it is the sender
+	Entry      *Entry    // opConnect, opDisconnect; Node is not sent: it is the sender
+	Room       RoomCount // opRoom
 }
 
 func (m deltaMsg) append(b []byte) []byte {
 	b = wire.AppendUvarint(b, m.Epoch)
 	b = wire.AppendUvarint(b, m.Seq)
 	b = append(b, byte(m.Op))
-	if m.Op == opConnect {
+	switch m.Op {
+	case opConnect:
 		return appendEntry(b, m.Entry)
+	case opRoom:
+		b = wire.AppendString(b, m.Room.Room)
+		return wire.AppendUvarint(b, uint64(m.Room.Members))
 	}
 	return wire.AppendString(b, m.Entry.Session)
 }
@@ -443,6 +496,8 @@ func decodeDelta(b []byte) (deltaMsg, error) {
 		m.Entry = readEntry(r)
 	case opDisconnect:
 		m.Entry = &Entry{Session: r.String()}
+	case opRoom:
+		m.Room = RoomCount{Room: r.String(), Members: int(min(r.Uvarint(), maxRoomMembers))}
 	default:
 		if r.Err() == nil {
 			return deltaMsg{}, decodeErr("delta", fmt.Errorf("%w %d", errUnknownOp, m.Op))

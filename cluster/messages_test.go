@@ -37,9 +37,10 @@ var (
 	sampleDisconnect = deltaMsg{Epoch: 7, Seq: 43, Op: opDisconnect, Entry: &Entry{Session: "17"}}
 	sampleEvict      = evictMsg{User: "user-42", Session: "17", Winner: sampleWinner}
 	sampleRelay      = relayMsg{Payload: []byte("\x00relay payload: opaque here\xff")}
-	sampleChunk      = snapshotMsg{Epoch: 7, Seq: 41, Index: 3, More: true, Entries: []*Entry{sampleEntry}}
+	sampleChunk      = snapshotMsg{Epoch: 7, Seq: 41, Index: 3, More: true, Entries: []*Entry{sampleEntry}, Rooms: []RoomCount{{Room: "live:42", Members: 3}, {Room: "", Members: 0}}}
+	sampleRoom       = deltaMsg{Epoch: 7, Seq: 44, Op: opRoom, Room: RoomCount{Room: "live:42", Members: 12000}}
 	sampleBatch      = &batchMsg{header: header{From: "node-1", Link: 12, Seq: 9, Epoch: 1732330000123456789}, Items: []item{
-		sampleSnap.item(), sampleChunk.item(), snapshotReqMsg{Restart: true}.item(), sampleConnect.item(), sampleDisconnect.item(), snapshotReqMsg{}.item(),
+		sampleSnap.item(), sampleChunk.item(), snapshotReqMsg{Restart: true}.item(), sampleConnect.item(), sampleDisconnect.item(), sampleRoom.item(), snapshotReqMsg{}.item(),
 		sampleEvict.item(), leavingMsg{}.item(), sampleRelay.item(), {Kind: 200, Body: []byte("a kind from a later version")},
 	}}
 	sampleAck    = &ackMsg{header: header{From: "node-2", Link: 12, Seq: 9, Epoch: 1732330000123456790}, Replies: [][]byte{{}, []byte("reply"), {}}}
@@ -59,30 +60,41 @@ func firstReleaseSnapshot(m snapshotMsg) []byte {
 }
 
 // TestSnapshotChunks: a snapshot cut by snapshotChunk has every entry
-// once, in order, in chunks numbered from 0 that fit the limit (but for
-// an entry larger than it, alone in its chunk), the last one saying so.
+// once, in order, then every room once, in order, in chunks numbered from
+// 0 that fit the limit (but for an entry or room larger than it, alone in
+// its chunk), the last one saying so.
 func TestSnapshotChunks(t *testing.T) {
 	var entries []*Entry
 	for i := range 1000 {
 		entries = append(entries, &Entry{Session: strconv.Itoa(i), User: "user-" + strconv.Itoa(i), Device: "web", Stamp: Stamp(i) << 20})
 	}
 	entries = append(entries, &Entry{Session: "big", User: strings.Repeat("u", 5000)})
+	var rooms []RoomCount
+	for i := range 300 {
+		rooms = append(rooms, RoomCount{Room: "live:" + strconv.Itoa(i), Members: i + 1})
+	}
+	rooms = append(rooms, RoomCount{Room: strings.Repeat("r", 3000), Members: 1 << 30})
 	for _, limit := range []int{1, 100, 1000, 4096, 1 << 20} {
 		var got []*Entry
-		for index, rest := uint64(0), entries; ; index++ {
-			it, n := snapshotChunk(7, 9, index, rest, limit)
-			if len(it.Body) > limit && n > 1 {
-				t.Fatalf("limit %d: chunk %d of %d entries is %d bytes", limit, index, n, len(it.Body))
+		var gotRooms []RoomCount
+		for index, rest, restRooms := uint64(0), entries, rooms; ; index++ {
+			it, n, k := snapshotChunk(7, 9, index, rest, restRooms, limit)
+			if len(it.Body) > limit && n+k > 1 {
+				t.Fatalf("limit %d: chunk %d of %d entries and %d rooms is %d bytes", limit, index, n, k, len(it.Body))
+			}
+			if k > 0 && n < len(rest) {
+				t.Fatalf("limit %d: chunk %d has rooms before the last entries", limit, index)
 			}
 			m, err := decodeSnapshot(it.Body)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if m.Epoch != 7 || m.Seq != 9 || m.Index != index || len(m.Entries) != n || m.More != (n < len(rest)) {
-				t.Fatalf("limit %d: chunk %+v, want index %d with %d entries", limit, m, index, n)
+			if m.Epoch != 7 || m.Seq != 9 || m.Index != index || len(m.Entries) != n || len(m.Rooms) != k || m.More != (n < len(rest) || k < len(restRooms)) {
+				t.Fatalf("limit %d: chunk %+v, want index %d with %d entries and %d rooms", limit, m, index, n, k)
 			}
 			got = append(got, m.Entries...)
-			rest = rest[n:]
+			gotRooms = append(gotRooms, m.Rooms...)
+			rest, restRooms = rest[n:], restRooms[k:]
 			if !m.More {
 				break
 			}
@@ -94,6 +106,9 @@ func TestSnapshotChunks(t *testing.T) {
 			if *e != *entries[i] {
 				t.Fatalf("limit %d: entry %d is %+v, want %+v", limit, i, e, entries[i])
 			}
+		}
+		if !slices.Equal(gotRooms, rooms) {
+			t.Fatalf("limit %d: rooms differ: got %d, want %d", limit, len(gotRooms), len(rooms))
 		}
 	}
 }
@@ -136,6 +151,7 @@ func TestMessagesRoundTrip(t *testing.T) {
 		}},
 		{"connect", sampleConnect, func() (any, error) { return decoded(decodeDelta(sampleConnect.item().Body)) }},
 		{"disconnect", sampleDisconnect, func() (any, error) { return decoded(decodeDelta(fullDisconnect.item().Body)) }},
+		{"room", sampleRoom, func() (any, error) { return decoded(decodeDelta(sampleRoom.item().Body)) }},
 		{"evict", sampleEvict, func() (any, error) { return decoded(decodeEvict(sampleEvict.item().Body)) }},
 		{"relay", sampleRelay, func() (any, error) { return decoded(decodeRelay(sampleRelay.append(nil))) }},
 		{"snapshot request", snapshotReqMsg{}, func() (any, error) { return decoded(decodeSnapshotReq([]byte("later fields"))) }},

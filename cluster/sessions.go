@@ -64,6 +64,7 @@ type inSnapshot struct {
 	o          *origin // the origin it fills: if the table drops it (the peer left), it stops
 	ignore     bool    // from an earlier run of the peer: its chunks are skipped
 	entries    int
+	rooms      map[string]int // the peer's rooms so far, to replace the origin's at the end
 }
 
 // handleSnapshot applies a chunk of the peer's snapshot. A snapshot
@@ -106,6 +107,14 @@ func (p *peer) handleSnapshot(m snapshotMsg) {
 			p.syncing.Store(false)
 		}
 		return
+	}
+	for _, r := range m.Rooms {
+		if r.Members > 0 {
+			if s.rooms == nil {
+				s.rooms = map[string]int{}
+			}
+			s.rooms[r.Room] = r.Members
+		}
 	}
 	var newest Stamp
 	for _, e := range m.Entries {
@@ -220,6 +229,7 @@ func (p *peer) finishSnapshot(s *inSnapshot) {
 				n++
 			}
 			s.o.stale = nil
+			s.o.rooms = s.rooms
 			s.o.epoch, s.o.seq = s.epoch, s.seq
 			done = true
 		}) {
@@ -274,14 +284,17 @@ func (p *peer) handleDelta(m deltaMsg) {
 	}
 	o.seq = m.Seq
 	var here []*Entry
-	if m.Op == opConnect {
+	switch m.Op {
+	case opConnect:
 		e := m.Entry
 		e.Node = p.name
 		c.clock.Observe(e.Stamp)
 		t.addLocked(o, e)
 		here, _ = t.evictionsLocked(e)
-	} else {
+	case opDisconnect:
 		t.removeLocked(o, m.Entry.Session)
+	case opRoom:
+		o.setRoom(m.Room.Room, m.Room.Members)
 	}
 	t.mu.Unlock()
 	c.evictHere(here)

@@ -265,7 +265,7 @@ func injectOrigins(tb testing.TB, j *Cluster, origins, per int) {
 		wg.Go(func() {
 			seq := uint64(0)
 			for index, rest := uint64(0), entries; len(rest) > 0; index++ {
-				it, n := snapshotChunk(epoch, uint64(per), index, rest, snapshotChunkBytes)
+				it, n, _ := snapshotChunk(epoch, uint64(per), index, rest, nil, snapshotChunkBytes)
 				rest = rest[n:]
 				seq++
 				b := batchMsg{header: header{From: name, Link: 1, Seq: seq, Epoch: epoch}, Items: []item{it}}

@@ -29,6 +29,9 @@ type origin struct {
 	// indexed (lookups see the old copy until the new one replaces it),
 	// removed when the snapshot's last chunk is applied. nil otherwise.
 	stale map[string]*Entry
+	// rooms is the origin's member count of each room it has members in
+	// (no zero counts), replaced whole by a snapshot's last chunk.
+	rooms map[string]int
 }
 
 // table is the cluster-wide session table: every node's sessions, each
@@ -168,9 +171,12 @@ func (t *table) size() int {
 // are the table's own: what the wire carries of them never changes.
 func (t *table) snapshotLocked(name string) snapshotMsg {
 	o := t.origins[name]
-	m := snapshotMsg{Epoch: o.epoch, Seq: o.seq, Entries: make([]*Entry, 0, len(o.sessions))}
+	m := snapshotMsg{Epoch: o.epoch, Seq: o.seq, Entries: make([]*Entry, 0, len(o.sessions)), Rooms: make([]RoomCount, 0, len(o.rooms))}
 	for _, e := range o.sessions {
 		m.Entries = append(m.Entries, e)
+	}
+	for room, n := range o.rooms {
+		m.Rooms = append(m.Rooms, RoomCount{Room: room, Members: n})
 	}
 	return m
 }

@@ -41,6 +41,7 @@ type Config struct {
 	Cluster Cluster `toml:"cluster"`
 	Auth    Auth    `toml:"auth"`
 	Session Session `toml:"session"`
+	Rooms   Rooms   `toml:"rooms"`
 	Log     Log     `toml:"log"`
 	Admin   Admin   `toml:"admin"`
 
@@ -100,6 +101,11 @@ type Session struct {
 	MaxClientRate   int      `toml:"max_client_rate"`   // default 50 frames/s, burst twice that; 0: no limit
 }
 
+// Rooms is the [rooms] table.
+type Rooms struct {
+	MaxPerSession int `toml:"max_per_session"` // default 100: rooms one session may be in at once
+}
+
 // Admin is the [admin] table.
 type Admin struct {
 	// Listen, if set, serves Go's profiler (/debug/pprof/) there; default
@@ -153,6 +159,7 @@ func Default() Config {
 			MaxMessageBytes: 64 << 10,
 			MaxClientRate:   50,
 		},
+		Rooms:  Rooms{MaxPerSession: 100},
 		Log:    Log{Level: "info", Format: "auto"},
 		Source: DefaultSource,
 	}
@@ -321,6 +328,9 @@ func (c *Config) validate() error {
 	}
 	if s.MaxMessageBytes < 64 {
 		return c.keyErr("session.max_message_bytes", "must be at least 64, got %d", s.MaxMessageBytes)
+	}
+	if c.Rooms.MaxPerSession < 1 {
+		return c.keyErr("rooms.max_per_session", "must be at least 1, got %d", c.Rooms.MaxPerSession)
 	}
 	if c.Admin.Listen != "" {
 		if err := checkAddr(c.Admin.Listen); err != nil {

@@ -77,6 +77,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"session.send_queue", c1.Session.SendQueue, 256},
 		{"session.max_message_bytes", c1.Session.MaxMessageBytes, 65536},
 		{"session.single_device", c1.Session.SingleDevice, false},
+		{"rooms.max_per_session", c1.Rooms.MaxPerSession, 100},
 		{"log.level", c1.Log.Level, "info"},
 		{"log.format", c1.Log.Format, "auto"},
 	}
@@ -143,6 +144,7 @@ func TestLoadFileErrors(t *testing.T) {
 		{"negative max_body_bytes", "[http]\nmax_body_bytes = -5\n", []string{"http.max_body_bytes", "-5"}},
 		{"zero max_users_per_send", "[http]\nmax_users_per_send = 0\n", []string{"http.max_users_per_send"}},
 		{"small max_message_bytes", "[session]\nmax_message_bytes = 63\n", []string{"session.max_message_bytes", "63"}},
+		{"zero rooms max_per_session", "[rooms]\nmax_per_session = 0\n", []string{"rooms.max_per_session", "at least 1", "0"}},
 		{"bad listen", "[http]\nlisten = \"nope\"\n", []string{"http.listen", "nope"}},
 		{"bad listen port", "[http]\nlisten = \"127.0.0.1:70000\"\n", []string{"http.listen", "70000"}},
 		{"bad bind", "[cluster]\nbind = \"nope\"\n", []string{"cluster.bind"}},
@@ -226,6 +228,7 @@ func TestLoadEnvOverride(t *testing.T) {
 		"WSMESH_CLUSTER_SEEDS=a:1, b:2",
 		"WSMESH_SESSION_PING_INTERVAL=5s",
 		"WSMESH_SESSION_SINGLE_DEVICE=true",
+		"WSMESH_ROOMS_MAX_PER_SESSION=3",
 		"WSMESH_AUTH_JWT_SECRET=a=b=c", // value may hold '='
 	}
 	c, err := Load(path, env)
@@ -240,6 +243,7 @@ func TestLoadEnvOverride(t *testing.T) {
 		{"seeds", c.Cluster.Seeds, []string{"a:1", "b:2"}},
 		{"ping_interval", c.Session.PingInterval.D(), 5 * time.Second},
 		{"single_device", c.Session.SingleDevice, true},
+		{"rooms.max_per_session", c.Rooms.MaxPerSession, 3},
 		{"jwt_secret", c.Auth.JWTSecret, "a=b=c"},
 		{"generated", c.GeneratedSecret, false},
 		{"source", c.Source, path},
@@ -429,6 +433,7 @@ func TestLoadCommittedSample(t *testing.T) {
 		{"session.send_queue", c.Session.SendQueue, 256},
 		{"session.ping_interval", c.Session.PingInterval.D(), 25 * time.Second},
 		{"session.max_connections", c.Session.MaxConnections, 0},
+		{"rooms.max_per_session", c.Rooms.MaxPerSession, 100},
 		{"http.read_timeout", c.HTTP.ReadTimeout.D(), 30 * time.Second},
 		{"log.level", c.Log.Level, "info"},
 	}

@@ -91,7 +91,7 @@ func (s *Server) handleDisconnect(w http.ResponseWriter, r *http.Request) error 
 	if len(reason) > session.MaxReasonBytes {
 		return httpErrorf(http.StatusBadRequest, `reason too long: %d bytes (a close reason holds at most %d)`, len(reason), session.MaxReasonBytes)
 	}
-	resp := disconnectResponse{Results: s.routeRecipients(r.Context(), opDisconnect, rc, []byte(reason), StatusDisconnected)}
+	resp := disconnectResponse{Results: s.routeRecipients(r.Context(), relayRequest{Op: opDisconnect, Payload: []byte(reason)}, rc, StatusDisconnected)}
 	resp.Disconnected, resp.Offline, resp.Unreachable, resp.Failed = tally(resp.Results, StatusDisconnected)
 	s.disconnected.Add(uint64(resp.Disconnected))
 	s.log.Info("disconnect", "users", len(rc.Users), "sessions", len(rc.Sessions), "device", clip(rc.Device), "reason", clip(reason),

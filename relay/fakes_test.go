@@ -43,6 +43,7 @@ func (c *fakeCluster) Owners(user string) []string { return c.owners[user] }
 // Session and Sessions find nothing: the fake table holds users only.
 func (c *fakeCluster) Session(string) (cluster.Located, bool)    { return cluster.Located{}, false }
 func (c *fakeCluster) Sessions(string, string) []cluster.Located { return nil }
+func (c *fakeCluster) RoomNodes(string) []cluster.RoomCount      { return nil }
 
 func (c *fakeCluster) Call(_ context.Context, node string, payload []byte) ([]byte, error) {
 	p, ok := c.peers[node]

@@ -14,11 +14,12 @@ import (
 //
 //	relayRequest: device string, users count, each user string,
 //	              payload bytes, op uvarint, sessions count, each
-//	              (user string, session string)
+//	              (user string, session string), room string, limit uvarint
 //	relayReply:   users count, then per user a sessions count, each
 //	              session (device string, error string, session string);
 //	              then sessions count, each (found uvarint, device string,
-//	              error string)
+//	              error string); delivered uvarint, total uvarint,
+//	              members count, each (user, device, session strings)
 //
 // A decoder ignores bytes after the message, so a later version may append
 // fields. Counts are bounded by the bytes left (wire.Reader.Count): a
@@ -31,6 +32,12 @@ type relayOp uint64
 const (
 	opDeliver    relayOp = iota // queue Payload, a frame, to the sessions
 	opDisconnect                // close the sessions with 4003 and Payload as the reason
+	opJoin                      // join Users' sessions to Room
+	opLeave                     // take Users' sessions out of Room
+	opPublish                   // queue Payload, a frame, to Room's members; reply Delivered
+	opBroadcast                 // queue Payload, a frame, to every session; reply Delivered
+	opMembers                   // list at most Limit of Room's members; reply Total and Members
+	opLast       = opMembers
 )
 
 // sessionRef names a session and its user (the hub finds sessions by user).
@@ -46,7 +53,9 @@ type relayRequest struct {
 	Device   string
 	Users    []string
 	Sessions []sessionRef
-	Payload  []byte // opDeliver: the frame; opDisconnect: the reason
+	Payload  []byte // opDeliver, opPublish, opBroadcast: the frame; opDisconnect: the reason
+	Room     string // opJoin, opLeave, opPublish, opMembers
+	Limit    uint64 // opMembers
 }
 
 // append appends m's encoding to b.
@@ -63,7 +72,8 @@ func (m *relayRequest) append(b []byte) []byte {
 		b = wire.AppendString(b, s.User)
 		b = wire.AppendString(b, s.Session)
 	}
-	return b
+	b = wire.AppendString(b, m.Room)
+	return wire.AppendUvarint(b, m.Limit)
 }
 
 // decodeRelayRequest decodes what relayRequest.append wrote. The Payload
@@ -86,10 +96,12 @@ func decodeRelayRequest(b []byte) (relayRequest, error) {
 			m.Sessions[i] = sessionRef{User: r.String(), Session: r.String()}
 		}
 	}
+	m.Room = r.String()
+	m.Limit = r.Uvarint()
 	if err := r.Err(); err != nil {
 		return relayRequest{}, fmt.Errorf("relay: decode relay request: %w", err)
 	}
-	if m.Op > opDisconnect {
+	if m.Op > opLast {
 		return relayRequest{}, fmt.Errorf("relay: decode relay request: unknown op %d: %w", m.Op, wire.ErrShort)
 	}
 	return m, nil
@@ -133,8 +145,16 @@ func (r sessionResult) result(user, node, ok string) Result {
 // Sessions[i] the result for the request's Sessions[i] (Found false: not
 // here).
 type relayReply struct {
-	Users    [][]sessionResult
-	Sessions []sessionResult
+	Users     [][]sessionResult
+	Sessions  []sessionResult
+	Delivered uint64       // opPublish, opBroadcast: members that took the frame
+	Total     uint64       // opMembers: the room's members on the node
+	Members   []roomMember // opMembers: at most the request's Limit of them
+}
+
+// roomMember is one member of a room, as opMembers lists it.
+type roomMember struct {
+	User, Device, Session string
 }
 
 // append appends m's encoding to b.
@@ -158,6 +178,14 @@ func (m *relayReply) append(b []byte) []byte {
 		b = wire.AppendString(b, s.Device)
 		b = wire.AppendString(b, s.Error)
 	}
+	b = wire.AppendUvarint(b, m.Delivered)
+	b = wire.AppendUvarint(b, m.Total)
+	b = wire.AppendUvarint(b, uint64(len(m.Members)))
+	for _, mb := range m.Members {
+		b = wire.AppendString(b, mb.User)
+		b = wire.AppendString(b, mb.Device)
+		b = wire.AppendString(b, mb.Session)
+	}
 	return b
 }
 
@@ -180,6 +208,14 @@ func decodeRelayReply(b []byte) (relayReply, error) {
 		m.Sessions = make([]sessionResult, n)
 		for i := range m.Sessions {
 			m.Sessions[i] = sessionResult{Found: r.Uvarint() == 1, Device: r.String(), Error: r.String()}
+		}
+	}
+	m.Delivered = r.Uvarint()
+	m.Total = r.Uvarint()
+	if n := r.Count(); n > 0 {
+		m.Members = make([]roomMember, n)
+		for i := range m.Members {
+			m.Members[i] = roomMember{User: r.String(), Device: r.String(), Session: r.String()}
 		}
 	}
 	if err := r.Err(); err != nil {

@@ -20,6 +20,8 @@ var (
 		{Device: strings.Repeat("d", 300), Users: []string{strings.Repeat("u", 200)}, Payload: bytes.Repeat([]byte("f"), 70000)},
 		{Op: opDisconnect, Sessions: []sessionRef{{User: "42", Session: "abc"}, {}}, Payload: []byte("bye")},
 		{Op: opDeliver, Users: []string{"7"}, Sessions: []sessionRef{{User: "ü", Session: "\xff"}}, Payload: []byte("{}")},
+		{Op: opPublish, Room: "live:42", Payload: []byte(`{"type":"message"}`)},
+		{Op: opMembers, Room: "r", Limit: 1000},
 	}
 	sampleReplies = []relayReply{
 		{},
@@ -31,16 +33,19 @@ var (
 			{{Device: "", Error: ""}, {Device: "ü", Error: "send queue full: connection closed as a slow consumer (4002)"}},
 		}},
 		{Users: [][]sessionResult{{{Session: "s1", Device: "web"}}}, Sessions: []sessionResult{{Found: true, Device: "app"}, {}, {Found: true, Error: "connection closing"}}},
+		{Delivered: 10000},
+		{Total: 3, Members: []roomMember{{User: "u", Device: "web", Session: "s"}, {}}},
 	}
 )
 
 func requestsEqual(a, b relayRequest) bool {
 	return a.Op == b.Op && a.Device == b.Device && slices.Equal(a.Users, b.Users) && bytes.Equal(a.Payload, b.Payload) &&
-		slices.Equal(a.Sessions, b.Sessions)
+		slices.Equal(a.Sessions, b.Sessions) && a.Room == b.Room && a.Limit == b.Limit
 }
 
 func repliesEqual(a, b relayReply) bool {
-	return slices.EqualFunc(a.Users, b.Users, slices.Equal[[]sessionResult]) && slices.Equal(a.Sessions, b.Sessions)
+	return slices.EqualFunc(a.Users, b.Users, slices.Equal[[]sessionResult]) && slices.Equal(a.Sessions, b.Sessions) &&
+		a.Delivered == b.Delivered && a.Total == b.Total && slices.Equal(a.Members, b.Members)
 }
 
 // TestRelayMessagesRoundTrip: decode(append(x)) == x, also after a prefix
@@ -75,11 +80,11 @@ func TestRelayMessagesRoundTrip(t *testing.T) {
 // versions must share.
 func TestRelayMessagesWireFormat(t *testing.T) {
 	req := relayRequest{Device: "w", Users: []string{"a", "bc"}, Payload: []byte("{}")}
-	if got, want := req.append(nil), []byte("\x01w\x02\x01a\x02bc\x02{}\x00\x00"); !bytes.Equal(got, want) {
+	if got, want := req.append(nil), []byte("\x01w\x02\x01a\x02bc\x02{}\x00\x00\x00\x00"); !bytes.Equal(got, want) {
 		t.Fatalf("request %q, want %q", got, want)
 	}
 	reply := relayReply{Users: [][]sessionResult{{{Device: "w", Error: "", Session: "s"}, {Device: "a", Error: "x"}}, nil}, Sessions: []sessionResult{{Found: true, Device: "d"}}}
-	if got, want := reply.append(nil), []byte("\x02\x02\x01w\x00\x01s\x01a\x01x\x00\x00\x01\x01\x01d\x00"); !bytes.Equal(got, want) {
+	if got, want := reply.append(nil), []byte("\x02\x02\x01w\x00\x01s\x01a\x01x\x00\x00\x01\x01\x01d\x00\x00\x00\x00"); !bytes.Equal(got, want) {
 		t.Fatalf("reply %q, want %q", got, want)
 	}
 }

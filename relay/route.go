@@ -22,12 +22,13 @@ type answer struct {
 	failStatus, reason string // failStatus "": reply holds the node's answer
 }
 
-// routeUsers carries out op for users' sessions wherever they are: here
-// through the hub, elsewhere with one cluster call per node the table
-// lists for some of them (all calls in parallel). It returns each user's
-// results in the order of users; ok is the status of a session that took
-// the request. A user with none gets one "offline" result.
-func (s *Server) routeUsers(ctx context.Context, op relayOp, users []string, device string, payload []byte, ok string) [][]Result {
+// routeUsers carries out the request tmpl (its op, device, payload and
+// room) for users' sessions wherever they are: here through the hub,
+// elsewhere with one cluster call per node the table lists for some of
+// them (all calls in parallel). It returns each user's results in the
+// order of users; ok is the status of a session that took the request. A
+// user with none gets one "offline" result.
+func (s *Server) routeUsers(ctx context.Context, tmpl relayRequest, users []string, ok string) [][]Result {
 	self := s.cfg.Cluster.Name()
 	idx := map[string][]int{self: make([]int, len(users))} // node -> indexes into users; every user is tried here
 	for i, u := range users {
@@ -40,11 +41,12 @@ func (s *Server) routeUsers(ctx context.Context, op relayOp, users []string, dev
 	}
 	reqs := make(map[string]*relayRequest, len(idx))
 	for node, is := range idx {
-		req := &relayRequest{Op: op, Device: device, Users: make([]string, len(is)), Payload: payload}
+		req := tmpl
+		req.Users = make([]string, len(is))
 		for j, i := range is {
 			req.Users[j] = users[i]
 		}
-		reqs[node] = req
+		reqs[node] = &req
 	}
 	answers := s.ask(ctx, reqs)
 	out := make([][]Result, len(users))
@@ -68,12 +70,12 @@ func (s *Server) routeUsers(ctx context.Context, op relayOp, users []string, dev
 	return out
 }
 
-// routeSessions carries out op for the sessions with those ids: each is
+// routeSessions carries out tmpl for the sessions with those ids: each is
 // looked up in this node's copy of the table and the request goes to the
 // node that holds it (here, through the hub). It returns a result per id,
 // in order: "offline" for an id the table does not know (gone, never
 // existed, malformed) or that its node no longer holds.
-func (s *Server) routeSessions(ctx context.Context, op relayOp, ids []string, payload []byte, ok string) []Result {
+func (s *Server) routeSessions(ctx context.Context, tmpl relayRequest, ids []string, ok string) []Result {
 	out := make([]Result, len(ids))
 	idx := map[string][]int{}
 	reqs := map[string]*relayRequest{}
@@ -85,7 +87,7 @@ func (s *Server) routeSessions(ctx context.Context, op relayOp, ids []string, pa
 		}
 		req := reqs[l.Node]
 		if req == nil {
-			req = &relayRequest{Op: op, Payload: payload}
+			req = &relayRequest{Op: tmpl.Op, Payload: tmpl.Payload, Room: tmpl.Room}
 			reqs[l.Node] = req
 		}
 		req.Sessions = append(req.Sessions, sessionRef{User: l.User, Session: id})
@@ -202,6 +204,27 @@ func (s *Server) local(req *relayRequest) relayReply {
 			for _, k := range hub.Disconnect(u, req.Device, string(req.Payload)) {
 				reply.Users[i] = append(reply.Users[i], kickedResult(k))
 			}
+		case opJoin:
+			for _, r := range hub.Join(u, req.Device, req.Room) {
+				reply.Users[i] = append(reply.Users[i], roomResult(r))
+			}
+		case opLeave:
+			for _, r := range hub.Leave(u, req.Device, req.Room) {
+				reply.Users[i] = append(reply.Users[i], roomResult(r))
+			}
+		}
+	}
+	switch req.Op {
+	case opPublish:
+		reply.Delivered = uint64(hub.Publish(req.Room, req.Payload))
+	case opBroadcast:
+		reply.Delivered = uint64(hub.Broadcast(req.Payload))
+	case opMembers:
+		total, members := hub.RoomMembers(req.Room, int(min(req.Limit, maxMembersLimit)))
+		reply.Total = uint64(total)
+		reply.Members = make([]roomMember, len(members))
+		for i, m := range members {
+			reply.Members[i] = roomMember{User: m.User, Device: m.Device, Session: m.Session}
 		}
 	}
 	for i, ref := range req.Sessions {
@@ -228,6 +251,9 @@ func (s *Server) HandleRelay(from string, payload []byte) []byte {
 		s.log.Warn("malformed relay request", "from", from, "err", err)
 		return nil
 	}
+	if req.Op == opPublish || req.Op == opBroadcast {
+		s.fanoutItems.Add(1)
+	}
 	reply := s.local(&req)
 	return reply.append(nil)
 }
@@ -247,3 +273,6 @@ func (a Announcer) SessionOpened(i session.Info) {
 
 // SessionClosed forgets a local session.
 func (a Announcer) SessionClosed(i session.Info) { a.Cluster.RemoveLocal(i.User, i.Session) }
+
+// RoomChanged reports this node's member count of a room to the cluster's interest table.
+func (a Announcer) RoomChanged(room string, members int) { a.Cluster.SetLocalRoom(room, members) }

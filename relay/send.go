@@ -62,7 +62,7 @@ func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) error {
 	}
 	id := s.ids.next()
 	frame := session.MessageFrame(id, req.Data)
-	resp := sendResponse{ID: id, Results: s.routeRecipients(r.Context(), opDeliver, req.recipients, frame, StatusDelivered)}
+	resp := sendResponse{ID: id, Results: s.routeRecipients(r.Context(), relayRequest{Op: opDeliver, Payload: frame}, req.recipients, StatusDelivered)}
 	resp.Delivered, resp.Offline, resp.Unreachable, resp.Failed = tally(resp.Results, StatusDelivered)
 	s.sends.Add(1)
 	s.delivered.Add(uint64(resp.Delivered))
@@ -105,14 +105,15 @@ func errorReason(err error) string {
 	return err.Error()
 }
 
-// routeRecipients carries out op for rc's users or sessions and returns
-// the results in the order asked.
-func (s *Server) routeRecipients(ctx context.Context, op relayOp, rc recipients, payload []byte, ok string) []Result {
+// routeRecipients carries out tmpl for rc's users (with rc's device) or
+// sessions and returns the results in the order asked.
+func (s *Server) routeRecipients(ctx context.Context, tmpl relayRequest, rc recipients, ok string) []Result {
 	if rc.Sessions != nil {
-		return s.routeSessions(ctx, op, rc.Sessions, payload, ok)
+		return s.routeSessions(ctx, tmpl, rc.Sessions, ok)
 	}
+	tmpl.Device = rc.Device
 	out := make([]Result, 0, len(rc.Users))
-	for _, results := range s.routeUsers(ctx, op, rc.Users, rc.Device, payload, ok) {
+	for _, results := range s.routeUsers(ctx, tmpl, rc.Users, ok) {
 		out = append(out, results...)
 	}
 	return out

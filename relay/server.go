@@ -11,8 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -35,6 +37,7 @@ type Cluster interface {
 	Owners(user string) []string
 	Session(id string) (cluster.Located, bool)
 	Sessions(user, device string) []cluster.Located
+	RoomNodes(room string) []cluster.RoomCount
 	Call(ctx context.Context, node string, payload []byte) ([]byte, error)
 }
 
@@ -59,11 +62,13 @@ type Config struct {
 
 // Server is the node's HTTP API. It is an http.Handler.
 type Server struct {
-	cfg  Config
-	log  *slog.Logger
-	mux  *http.ServeMux
-	keys [][32]byte // sha256 of each API key, compared in constant time
-	ids  idSource
+	cfg Config
+	log *slog.Logger
+	mux *http.ServeMux
+	// routes are the API's handlers by path and method (handle, mount).
+	routes map[string]map[string]http.Handler
+	keys   [][32]byte // sha256 of each API key, compared in constant time
+	ids    idSource
 
 	reads bodyReads // request bodies being read, for CutBodyReads
 
@@ -71,6 +76,8 @@ type Server struct {
 	// results by status.
 	sends, delivered, offline, unreachable, failed atomic.Uint64
 	presence, disconnected                         atomic.Uint64 // /presence calls answered, sessions /disconnect closed
+	publishes, broadcasts                          atomic.Uint64 // /publish and /broadcast calls answered 200
+	fanoutItems                                    atomic.Uint64 // publish and broadcast relay items received from other nodes
 }
 
 // Stats are the API's running totals, for metrics.
@@ -82,12 +89,16 @@ type Stats struct {
 	Failed       uint64 // results "error"
 	Presence     uint64 // POST /presence calls answered 200
 	Disconnected uint64 // sessions POST /disconnect closed
+	Publishes    uint64 // POST /publish calls answered 200
+	Broadcasts   uint64 // POST /broadcast calls answered 200
+	FanoutItems  uint64 // publish and broadcast relay items received from other nodes
 }
 
 // Stats returns the running totals.
 func (s *Server) Stats() Stats {
 	return Stats{Sends: s.sends.Load(), Delivered: s.delivered.Load(), Offline: s.offline.Load(), Unreachable: s.unreachable.Load(), Failed: s.failed.Load(),
-		Presence: s.presence.Load(), Disconnected: s.disconnected.Load()}
+		Presence: s.presence.Load(), Disconnected: s.disconnected.Load(),
+		Publishes: s.publishes.Load(), Broadcasts: s.broadcasts.Load(), FanoutItems: s.fanoutItems.Load()}
 }
 
 // New validates cfg, fills defaults and returns a Server.
@@ -113,6 +124,12 @@ func New(cfg Config) (*Server, error) {
 	s.handle("POST /send", s.withAPIKey(s.handleSend))
 	s.handle("POST /presence", s.withAPIKey(s.handlePresence))
 	s.handle("POST /disconnect", s.withAPIKey(s.handleDisconnect))
+	s.handle("POST /rooms/join", s.withAPIKey(s.roomMembership(opJoin, StatusJoined)))
+	s.handle("POST /rooms/leave", s.withAPIKey(s.roomMembership(opLeave, StatusLeft)))
+	s.handle("POST /publish", s.withAPIKey(s.handlePublish))
+	s.handle("POST /broadcast", s.withAPIKey(s.handleBroadcast))
+	s.handle("GET /rooms/{room}", s.withAPIKey(s.handleRoom))
+	s.handle("GET /rooms/{room}/members", s.withAPIKey(s.handleRoomMembers))
 	s.handle("GET /healthz", s.public(s.handleHealthz))
 	s.handle("GET /readyz", s.public(s.handleReadyz))
 	s.handle("GET /cluster", s.withAPIKey(s.handleCluster))
@@ -122,6 +139,15 @@ func New(cfg Config) (*Server, error) {
 			return nil
 		}))
 	}
+	// The rooms named like the paths beside them: GET /rooms/join is
+	// room "join".
+	for _, name := range []string{"join", "leave"} {
+		s.handle("GET /rooms/"+name, s.withAPIKey(func(w http.ResponseWriter, r *http.Request) error {
+			r.SetPathValue("room", name)
+			return s.handleRoom(w, r)
+		}))
+	}
+	s.mount()
 	for pattern, h := range cfg.Routes {
 		s.mux.Handle(pattern, h)
 	}
@@ -131,21 +157,45 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// handle serves pattern, "METHOD /path", with h, and answers every other
-// method on /path with a JSON 405 whose Allow header names METHOD. Without
-// that, ServeMux would hand a wrong method to the catch-all "/" (a 404), or
-// with no catch-all answer a plain-text 405 itself. A GET pattern serves
-// HEAD too (ServeMux does that).
+// handle serves pattern, "METHOD /path", with h. The patterns are
+// registered with the ServeMux by mount, one handler per path that
+// dispatches on the method: a method the path does not serve gets a JSON
+// 405 whose Allow header names those it does. Without that, ServeMux
+// would hand a wrong method to the catch-all "/" (a 404), or with no
+// catch-all answer a plain-text 405 itself; and method patterns on paths
+// that overlap ("GET /rooms/{room}", "POST /rooms/join") would conflict.
+// A GET serves HEAD too.
 func (s *Server) handle(pattern string, h http.Handler) {
 	method, path, ok := strings.Cut(pattern, " ")
 	if !ok || method == "" || !strings.HasPrefix(path, "/") {
 		panic("relay: pattern " + strconv.Quote(pattern) + " is not \"METHOD /path\"")
 	}
-	s.mux.Handle(pattern, h)
-	s.mux.Handle(path, s.public(func(w http.ResponseWriter, r *http.Request) error {
-		w.Header().Set("Allow", method)
-		return httpErrorf(http.StatusMethodNotAllowed, "method %s not allowed; use %s", clip(r.Method), method)
-	}))
+	if s.routes == nil {
+		s.routes = map[string]map[string]http.Handler{}
+	}
+	if s.routes[path] == nil {
+		s.routes[path] = map[string]http.Handler{}
+	}
+	s.routes[path][method] = h
+}
+
+// mount registers every path handle was given with the ServeMux.
+func (s *Server) mount() {
+	for path, byMethod := range s.routes {
+		allow := slices.Sorted(maps.Keys(byMethod))
+		s.mux.Handle(path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			m := r.Method
+			if m == http.MethodHead && byMethod[m] == nil {
+				m = http.MethodGet
+			}
+			if h := byMethod[m]; h != nil {
+				h.ServeHTTP(w, r)
+				return
+			}
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			s.answerError(w, r, httpErrorf(http.StatusMethodNotAllowed, "method %s not allowed; use %s", clip(r.Method), strings.Join(allow, " or ")))
+		}))
+	}
 }
 
 // ServeHTTP routes a request. Requests that ServeMux would answer itself,

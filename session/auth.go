@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -19,6 +20,7 @@ type Identity struct {
 	User    string
 	Device  string
 	Expires time.Time // the token's exp: the session ends then (plus Leeway) unless refreshed
+	Rooms   []string  // the token's rooms claim: rooms the client may join itself (roomAllowed)
 }
 
 // Leeway is how long past its exp a token is still accepted, at the
@@ -26,9 +28,13 @@ type Identity struct {
 // node may differ by that much.
 const Leeway = 5 * time.Second
 
-// Claims are a client token's claims: sub is the user, device is optional.
+// Claims are a client token's claims: sub is the user, device and rooms
+// are optional. Each entry of rooms is a room name, or a prefix ending in
+// "*" ("live:*" allows "live:42", "*" any room): the rooms the client may
+// join itself with a join frame. The backend joins it to any room.
 type Claims struct {
-	Device string `json:"device,omitempty"`
+	Device string   `json:"device,omitempty"`
+	Rooms  []string `json:"rooms,omitempty"`
 	jwt.RegisteredClaims
 }
 
@@ -58,6 +64,18 @@ func NewAuthenticator(secret []byte) (*Authenticator, error) {
 // Mint returns a token for user and device (DefaultDevice if empty) that
 // expires after ttl.
 func (a *Authenticator) Mint(user, device string, ttl time.Duration) (string, error) {
+	return a.MintRooms(user, device, nil, ttl)
+}
+
+// MintRooms is Mint with a rooms claim: the rooms, or prefixes ending in
+// "*", the client may join itself. Each entry must pass ValidRoom; none:
+// the client may join no room itself.
+func (a *Authenticator) MintRooms(user, device string, rooms []string, ttl time.Duration) (string, error) {
+	for _, r := range rooms {
+		if err := ValidRoom(r); err != nil {
+			return "", fmt.Errorf("session: mint token: rooms entry %q: %w", r, err)
+		}
+	}
 	if user == "" {
 		return "", errors.New("session: mint token: empty user")
 	}
@@ -67,6 +85,7 @@ func (a *Authenticator) Mint(user, device string, ttl time.Duration) (string, er
 	now := time.Now()
 	claims := Claims{
 		Device: device,
+		Rooms:  rooms,
 		RegisteredClaims: jwt.RegisteredClaims{
 			Subject:   user,
 			IssuedAt:  jwt.NewNumericDate(now),
@@ -115,11 +134,26 @@ func (a *Authenticator) Verify(token string) (Identity, error) {
 	if c.Subject == "" {
 		return Identity{}, errors.New("token has no sub claim")
 	}
-	id := Identity{User: c.Subject, Device: c.Device, Expires: c.ExpiresAt.Time}
+	id := Identity{User: c.Subject, Device: c.Device, Expires: c.ExpiresAt.Time, Rooms: c.Rooms}
 	if id.Device == "" {
 		id.Device = DefaultDevice
 	}
 	return id, nil
+}
+
+// roomAllowed reports whether a token's rooms claim lets its client join
+// room itself: an entry equal to room, or ending in "*" and a prefix of
+// room without it ("*" allows every room).
+func roomAllowed(claim []string, room string) bool {
+	for _, p := range claim {
+		if p == room {
+			return true
+		}
+		if prefix, ok := strings.CutSuffix(p, "*"); ok && strings.HasPrefix(room, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // headerAlg returns the alg a token's header names, or "" if unreadable.

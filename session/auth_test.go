@@ -195,7 +195,7 @@ func TestVerifyRejects(t *testing.T) {
 			if err == nil {
 				t.Fatalf("Verify accepted the token: %+v", id)
 			}
-			if id != (Identity{}) {
+			if !reflect.DeepEqual(id, Identity{}) {
 				t.Errorf("Verify returned identity %+v with the error", id)
 			}
 			if err.Error() != tt.want {

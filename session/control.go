@@ -25,12 +25,17 @@ func (h *Hub) DeliverSession(user, session string, frame []byte) (d Delivery, ok
 
 // deliver queues frame to s.
 func (h *Hub) deliver(s *Session, frame []byte) Delivery {
-	d := Delivery{Device: s.info.Device, Session: s.info.Session, Err: s.Enqueue(frame)}
-	if errors.Is(d.Err, ErrSlowConsumer) {
+	return Delivery{Device: s.info.Device, Session: s.info.Session, Err: h.queued(s, s.Enqueue(frame))}
+}
+
+// queued returns err, what queueing a frame to s gave, after counting and
+// logging a slow consumer (ErrSlowConsumer: s is closing with 4002).
+func (h *Hub) queued(s *Session, err error) error {
+	if errors.Is(err, ErrSlowConsumer) {
 		h.stats.slowConsumers.Add(1)
 		h.log.Warn("session send queue full, closing", append(s.identity(), "queue", h.cfg.SendQueue)...)
 	}
-	return d
+	return err
 }
 
 // Kicked is a session Disconnect closed.
@@ -90,6 +95,7 @@ func (h *Hub) kick(user, reason string, match func(*Session) bool) []Kicked {
 			h.stats.kicked.Add(1)
 			h.log.Info("session disconnected by the backend: closing with 4003", append(s.identity(), "reason", dc.Reason)...)
 		}
+		h.leaveAll(s) // after the close: leaveAll marks s closing
 	}
 	return out
 }

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,6 +28,7 @@ func (e *events) OnClose(c *gws.Conn, err error) {
 	h := (*Hub)(e)
 	s := sessionOf(c)
 	h.unregister(s) // false if it was evicted (a newer login replaced it): counted out then
+	h.leaveAll(s)   // before it counts as closed
 	h.stats.closed.Add(1)
 	code, reason := closeCause(s, err)
 	h.log.Info("session closed", append(s.identity(),
@@ -83,6 +85,10 @@ func (e *events) OnMessage(c *gws.Conn, m *gws.Message) {
 		s.owePong()
 	case "refresh":
 		h.refresh(s, f)
+	case "join":
+		h.clientJoin(s, f)
+	case "leave":
+		h.clientLeave(s, f)
 	}
 	// Anything else is ignored: upstream messages come in a later version.
 }
@@ -128,10 +134,53 @@ func (h *Hub) refresh(s *Session, f clientFrame) {
 		return
 	}
 	if s.refreshed(id.Expires) {
+		s.setAllowedRooms(id.Rooms) // the rooms joined stay
 		h.stats.refreshes.Add(1)
 		h.log.Debug("token refreshed", append(s.identity(), "expires", id.Expires)...)
 		_ = s.Enqueue(refreshedFrame(id.Expires))
 	}
+}
+
+// clientJoin answers a join frame: joined, or an error frame saying why
+// not (a bad room name, not allowed by the token's rooms claim, too many
+// rooms). A session closing gets nothing.
+func (h *Hub) clientJoin(s *Session, f clientFrame) {
+	err := clientRoomErr(f)
+	if err == nil {
+		err = h.queued(s, h.join(s, f.Room, true))
+	}
+	h.answerRoomErr(s, "join", f, err)
+}
+
+// clientLeave answers a leave frame: left (also if s was not in the
+// room), or an error frame for a bad room name.
+func (h *Hub) clientLeave(s *Session, f clientFrame) {
+	err := clientRoomErr(f)
+	if err == nil {
+		err = h.queued(s, h.leave(s, f.Room))
+	}
+	h.answerRoomErr(s, "leave", f, err)
+}
+
+// clientRoomErr checks a join or leave frame's room.
+func clientRoomErr(f clientFrame) error {
+	if f.roomNotString {
+		return errors.New("bad room name: not a string")
+	}
+	return ValidRoom(f.Room)
+}
+
+// answerRoomErr sends the client an error frame for a join or leave
+// refused with err; nothing if err is nil (answered already) or the
+// session is closing.
+func (h *Hub) answerRoomErr(s *Session, op string, f clientFrame, err error) {
+	if err == nil || errors.Is(err, ErrClosed) || errors.Is(err, ErrSlowConsumer) {
+		return
+	}
+	if h.log.Enabled(context.Background(), slog.LevelDebug) {
+		h.log.Debug("room request refused", append(s.identity(), "op", op, "room", f.Room, "reason", err.Error())...)
+	}
+	_ = s.Enqueue(errorFrame(op, f.ID, err.Error()))
 }
 
 // gwsLogger bridges gws's Error(v...) logger to slog.

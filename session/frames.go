@@ -3,6 +3,7 @@ package session
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"time"
 )
@@ -56,6 +57,53 @@ func MessageFrame(id string, data []byte) []byte {
 	b = appendJSONString(b, id)
 	b = append(b, `,"data":`...)
 	b = append(b, data...)
+	return append(b, '}')
+}
+
+// RoomMessageFrame returns the frame
+// {"type":"message","id":id,"room":room,"data":data}, what members of a
+// room get for a publish. Like MessageFrame, data must be valid JSON and is
+// copied in as it is; build it once and hand the same slice to every
+// member: it is never modified.
+func RoomMessageFrame(id, room string, data []byte) []byte {
+	b := make([]byte, 0, len(`{"type":"message","id":,"room":,"data":}`)+len(id)+len(room)+4+len(data))
+	b = append(b, `{"type":"message","id":`...)
+	b = appendJSONString(b, id)
+	b = append(b, `,"room":`...)
+	b = appendJSONString(b, room)
+	b = append(b, `,"data":`...)
+	b = append(b, data...)
+	return append(b, '}')
+}
+
+// MaxRoomBytes is the longest room name.
+const MaxRoomBytes = 200
+
+// ValidRoom checks a room name: 1 to MaxRoomBytes bytes of printable
+// ASCII (0x21-0x7E), so no spaces. The error's text is what the client
+// is told: it starts "bad room name: ".
+func ValidRoom(name string) error {
+	switch {
+	case name == "":
+		return errors.New("bad room name: empty")
+	case len(name) > MaxRoomBytes:
+		return fmt.Errorf("bad room name: %d bytes, at most %d", len(name), MaxRoomBytes)
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; c < 0x21 || c > 0x7e {
+			return fmt.Errorf("bad room name: byte %d is 0x%02x; only printable ASCII (0x21-0x7E), no spaces", i, c)
+		}
+	}
+	return nil
+}
+
+// roomFrame is {"type":typ,"room":room}: joined and left.
+func roomFrame(typ, room string) []byte {
+	b := make([]byte, 0, len(`{"type":"","room":""}`)+len(typ)+len(room))
+	b = append(b, `{"type":"`...)
+	b = append(b, typ...)
+	b = append(b, `","room":`...)
+	b = appendJSONString(b, room)
 	return append(b, '}')
 }
 
@@ -116,6 +164,9 @@ type clientFrame struct {
 	Type  string
 	ID    string // "id", the client's own id for the request, if a string
 	Token string // "token" of a refresh
+	Room  string // "room" of a join or leave
+
+	roomNotString bool // "room" is there but not a string: the join or leave is refused
 }
 
 // parseClientFrame decodes a client's text frame: its "type", and the
@@ -135,6 +186,9 @@ func parseClientFrame(b []byte) (clientFrame, error) {
 	}
 	if raw, ok := fields["id"]; ok {
 		jsonString(raw, &f.ID) // an id of another type is not echoed
+	}
+	if raw, ok := fields["room"]; ok && !jsonString(raw, &f.Room) {
+		f.roomNotString = true
 	}
 	if raw, ok := fields["token"]; ok && !jsonString(raw, &f.Token) {
 		return f, errors.New(`"token" is not a string`)

@@ -11,8 +11,9 @@
 // handshake checks, the connection limit, the token, the welcome frame),
 // events.go (gws's callbacks, the client's rate limit, token refresh, why
 // a session closed), session.go (one connection's queue and writer, its
-// timer for pings and token expiry), frames.go (close codes and frames),
-// auth.go (tokens), limits.go (the default connection limit).
+// timer for pings and token expiry), rooms.go (rooms: join and leave,
+// Publish, Broadcast), frames.go (close codes and frames), auth.go
+// (tokens), limits.go (the default connection limit).
 package session
 
 import (
@@ -32,28 +33,39 @@ import (
 
 // Config configures a Hub. Zero values take the defaults named.
 type Config struct {
-	PingInterval    time.Duration  // default 25s
-	IdleTimeout     time.Duration  // default 60s: close a connection silent this long
-	WriteTimeout    time.Duration  // default 10s: give up a write to a stuck client
-	SendQueue       int            // default 256 messages per connection
-	MaxMessageBytes int            // default 65536: larger client frames close with 1009
-	MaxConnections  int            // default: FileLimitConnections(); more WebSockets get 503
-	MaxClientRate   float64        // frames per second a client may send (burst twice that); over it: close 4008. 0: no limit
-	NodeName        string         // this node's name, for the welcome frame
-	SingleDevice    bool           // one session per user, not per user and device
-	AllowedOrigins  []string       // default: any Origin
-	TrustedProxies  realip.Proxies // whose X-Forwarded-For names the client in logs; default none
-	Auth            *Authenticator
-	Observer        Observer      // default: none
-	Clock           func() uint64 // stamps logins, strictly increasing; called with a registry lock held (LOCKS.md); default: a local counter
-	Logger          *slog.Logger  // default: slog.Default()
+	PingInterval       time.Duration  // default 25s
+	IdleTimeout        time.Duration  // default 60s: close a connection silent this long
+	WriteTimeout       time.Duration  // default 10s: give up a write to a stuck client
+	SendQueue          int            // default 256 messages per connection
+	MaxMessageBytes    int            // default 65536: larger client frames close with 1009
+	MaxConnections     int            // default: FileLimitConnections(); more WebSockets get 503
+	MaxClientRate      float64        // frames per second a client may send (burst twice that); over it: close 4008. 0: no limit
+	MaxRoomsPerSession int            // default 100: rooms one session may be in at once
+	NodeName           string         // this node's name, for the welcome frame
+	SingleDevice       bool           // one session per user, not per user and device
+	AllowedOrigins     []string       // default: any Origin
+	TrustedProxies     realip.Proxies // whose X-Forwarded-For names the client in logs; default none
+	Auth               *Authenticator
+	Observer           Observer      // default: none
+	Clock              func() uint64 // stamps logins, strictly increasing; called with a registry lock held (LOCKS.md); default: a local counter
+	Logger             *slog.Logger  // default: slog.Default()
 }
 
-// Observer hears of sessions opening and closing. Calls come from the
-// sessions' goroutines, with no hub lock held, and must not block.
+// Observer hears of sessions opening and closing, and of this node's
+// member counts of rooms changing. SessionOpened and SessionClosed come
+// from the sessions' goroutines, with no hub lock held, and must not
+// block.
+//
+// RoomChanged(room, members) says that this node now has members
+// sessions in room (0: none left here). It is called with the hub's lock
+// for that room held, so that the calls for one room arrive in the order
+// of the changes; calls for different rooms may come concurrently. It must
+// not block and must not call back into the hub (LOCKS.md: the room lock
+// comes before whatever it takes).
 type Observer interface {
 	SessionOpened(Info)
 	SessionClosed(Info)
+	RoomChanged(room string, members int)
 }
 
 // Hub holds this node's sessions. It is an http.Handler for GET /ws.
@@ -63,8 +75,9 @@ type Hub struct {
 	upgrader *gws.Upgrader
 	seed     maphash.Seed
 	shards   [64]shard
-	count    atomic.Int64 // registered sessions
-	conns    atomic.Int64 // admitted connections, from the upgrade until their goroutines end
+	rooms    [64]roomShard // the rooms index: room -> members here (rooms.go)
+	count    atomic.Int64  // registered sessions
+	conns    atomic.Int64  // admitted connections, from the upgrade until their goroutines end
 	stats    hubStats
 	full     throttle.Every // the "connection limit reached" warning
 
@@ -98,6 +111,9 @@ func New(cfg Config) (*Hub, error) {
 	if cfg.MaxConnections <= 0 {
 		cfg.MaxConnections = FileLimitConnections()
 	}
+	if cfg.MaxRoomsPerSession <= 0 {
+		cfg.MaxRoomsPerSession = 100
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -108,6 +124,9 @@ func New(cfg Config) (*Hub, error) {
 	h := &Hub{cfg: cfg, log: cfg.Logger.With("component", "session"), seed: maphash.MakeSeed()}
 	for i := range h.shards {
 		h.shards[i].users = map[string][]*Session{}
+	}
+	for i := range h.rooms {
+		h.rooms[i].rooms = map[string]*roomMembers{}
 	}
 	h.upgrader = gws.NewUpgrader((*events)(h), &gws.ServerOption{
 		ReadMaxPayloadSize: cfg.MaxMessageBytes,

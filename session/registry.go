@@ -98,9 +98,12 @@ func (h *Hub) Evict(user, session string) bool {
 }
 
 // evict evicts s, taken out of the registry already, and counts and logs
-// it, with by saying who won, unless s was closing already.
+// it, with by saying who won, unless s was closing already. s leaves its
+// rooms either way.
 func (h *Hub) evict(s *Session, by ...any) bool {
-	if !s.evict() {
+	evicted := s.evict()
+	h.leaveAll(s) // after s.evict: leaveAll marks s closing
+	if !evicted {
 		return false
 	}
 	h.stats.evictions.Add(1)

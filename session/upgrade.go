@@ -75,6 +75,9 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			Connected: time.Now(),
 		},
 	}
+	if len(id.Rooms) > 0 {
+		s.rooms = &roomState{allowed: id.Rooms}
+	}
 	conn.Session().Store("s", s)
 	h.open(s, id)
 	go func() {

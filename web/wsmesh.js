@@ -8,6 +8,7 @@
 //   mesh.onmessage = (data, id) => console.log(id, data);
 //   mesh.on('state', (state) => console.log(state));
 //   mesh.on('evicted', () => alert('signed in elsewhere'));
+//   mesh.on('welcome', (s) => console.log('session', s.session, 'on', s.node));
 //   // later: mesh.close();
 //
 // What it does with the server's close codes:
@@ -16,11 +17,51 @@
 //                            to the next URL in the list
 //   4000 evicted             a newer login of this user and device replaced this
 //                            one: no reconnect; "evicted" event, state "evicted"
-//   4001 unauthorized        no reconnect; "unauthorized" event, state
-//                            "unauthorized". Get a new token and call connect()
-//                            (with getToken, connect() asks it again)
+//   4001 unauthorized        the token was refused when connecting: no reconnect;
+//                            "unauthorized" event, state "unauthorized". Get a
+//                            new token and call connect() (with getToken,
+//                            connect() asks it again)
+//   4001 token expired       the same code after a welcome: the session's token
+//        (in a session)      ran out. With getToken: reconnect with backoff, with
+//                            a fresh token (a refused one then stops as above).
+//                            Without: as above
+//   4003 kicked              the backend closed this session (POST /disconnect):
+//                            no reconnect; "kicked" event, state "kicked"
 //   4002 slow consumer,      reconnect with jittered exponential backoff
+//   4008 too many messages,
 //   anything else            (1000 idle timeout, 1006 network, refused, ...)
+//
+// 4008 reconnects, with backoff: the server's limit is a token bucket
+// (session.max_client_rate frames/s, burst twice that), so an over-limit
+// burst is usually a moment's spike that a fresh connection does not repeat,
+// and the user keeps getting pushes. A client that floods every time it
+// connects does not stay open for stableAfter, so its delays keep growing
+// up to backoff.max instead of hammering the cluster.
+//
+// Session and token refresh: the first frame of a connection is
+// {"type":"welcome","session","node","user","device","expires"}; mesh.session
+// holds those fields (null while there is no session) and a "welcome" event
+// fires, once per connection (every reconnect is a new session id). With
+// getToken, the client refreshes the token over the open socket before
+// `expires` ({"type":"refresh","token"} answered by {"type":"refreshed",
+// "expires"}), so a session outlives its token without reconnecting. It
+// refreshes at 80% of the token's remaining lifetime, or 30 s
+// (refreshMargin) before expiry if that is earlier, but never before half of
+// the remaining lifetime:
+//   - 80% leaves a margin that grows with the lifetime (12 min on a 1 h
+//     token): room for a slow or briefly failing token endpoint, a retry,
+//     and a client clock a few minutes slow (expires is the server's clock);
+//   - 30 s keeps a usable margin on tokens of a few minutes, where 20% would
+//     be a few seconds;
+//   - half the lifetime bounds how often short tokens (under a minute) are
+//     refreshed: never in a loop.
+// A refused refresh (an error frame with op "refresh"), a failing getToken or
+// no answer within heartbeatTimeout emits "error" and is retried once, with a
+// new getToken token, after refreshRetry ms. If that fails too the client
+// stops trying: the server closes the session at expiry with 4001 "token
+// expired" and the client reconnects with a fresh token (see above).
+// Without getToken nothing is refreshed by itself; refresh() sends the token
+// given to setToken.
 //
 // Every reconnect tries the next URL in the list (round robin), so a list of
 // nodes, or one URL behind a load balancer, both work. Heartbeat: every
@@ -72,6 +113,8 @@ export const CloseCode = Object.freeze({
   EVICTED: 4000,
   UNAUTHORIZED: 4001,
   SLOW_CONSUMER: 4002,
+  KICKED: 4003, // disconnected by the backend (POST /disconnect)
+  TOO_MANY_MESSAGES: 4008,
 });
 
 const OPEN = 1;
@@ -83,6 +126,8 @@ export const defaults = Object.freeze({
   connectTimeout: 10000,
   restartJitter: 500,
   stableAfter: 10000,
+  refreshMargin: 30000,
+  refreshRetry: 5000,
   backoff: Object.freeze({ min: 500, max: 30000, factor: 2 }),
 });
 
@@ -97,12 +142,28 @@ export function backoffDelay(attempt, backoff, random) {
   return Math.round(base / 2 + (random || Math.random)() * (base / 2));
 }
 
+// The longest delay setTimeout takes (about 24.8 days); longer ones fire at once.
+const maxTimeout = 2147483647;
+// The shortest wait before a refresh, whatever the clocks say.
+const minRefreshDelay = 1000;
+
+/**
+ * How many ms from now to refresh a token with `remaining` ms left (see the
+ * file comment): 80% of it, or `margin` ms before expiry if that is earlier,
+ * but not before half of it; at least 1 s.
+ */
+export function refreshDelay(remaining, margin) {
+  const m = margin === undefined ? defaults.refreshMargin : margin;
+  const d = Math.max(remaining / 2, Math.min(remaining * 0.8, remaining - m));
+  return Math.round(Math.max(minRefreshDelay, d));
+}
+
 /**
  * A connection to a wsmesh cluster that heals itself.
  *
  * States ("state" event, and .state): "idle" (before connect), "connecting",
  * "open", "reconnecting" (waiting for or dialing a reconnect), "evicted",
- * "unauthorized", "closed" (after close()).
+ * "unauthorized", "kicked", "closed" (after close()).
  *
  * Events, through mesh.on(type, fn) (returns a function that removes it) or
  * a property mesh['on' + type] = fn:
@@ -115,11 +176,23 @@ export function backoffDelay(attempt, backoff, random) {
  *                              after delay ms
  *   state(state, previous)
  *   reconnect({attempt, delay, url})   a reconnect is scheduled
+ *   welcome(session)           a {"type":"welcome"} frame: the connection's
+ *                              session, also in mesh.session (below)
+ *   refreshed({expires, session})   the server took a refreshed token;
+ *                              expires is its exp (unix seconds), also
+ *                              in mesh.session.expires
  *   evicted({reason})          a newer login replaced this one (4000)
- *   unauthorized({reason})     the token was refused (4001)
+ *   unauthorized({reason})     the token was refused (4001, and no reconnect)
+ *   kicked({reason})           the backend closed this session (4003); the
+ *                              reason is the backend's
  *   pong()                     the answer to a heartbeat ping
  *   frame(frame)               any other frame, parsed
- *   error(err)                 getToken failed, or the WebSocket constructor threw
+ *   error(err)                 getToken failed, the WebSocket constructor
+ *                              threw, or a token refresh failed: then
+ *                              err.op is "refresh", err.reason says why
+ *                              (the server's reason, "no answer", or the
+ *                              getToken error's message) and err.retry
+ *                              whether one more try follows
  */
 export class WsMesh {
   /**
@@ -127,7 +200,8 @@ export class WsMesh {
    * @param {object} [options]
    * @param {string} [options.token]        the client JWT
    * @param {function(): (string|Promise<string>)} [options.getToken]
-   *        asked before every connection; wins over token
+   *        asked before every connection and for every token refresh; wins
+   *        over token
    * @param {number} [options.heartbeat=25000]  ms between pings; 0: none
    * @param {number} [options.heartbeatTimeout=10000]  ms to wait for any frame after a ping
    * @param {number} [options.connectTimeout=10000]  ms for a socket to open
@@ -135,10 +209,17 @@ export class WsMesh {
    *        reconnect delays: min 500, max 30000, factor 2
    * @param {number} [options.restartJitter=500]  most ms to wait before reconnecting after 1012
    * @param {number} [options.stableAfter=10000]  ms open after which backoff restarts from min
+   * @param {boolean} [options.refresh=true]  refresh the token with getToken
+   *        before the session's expires (needs getToken)
+   * @param {number} [options.refreshMargin=30000]  refresh at least this many ms
+   *        before expiry (within the bounds in the file comment)
+   * @param {number} [options.refreshRetry=5000]  ms before the one retry of a
+   *        failed refresh
    * @param {boolean} [options.autoConnect=true]  connect from the constructor
    * @param {function} [options.WebSocket]  the WebSocket class (default: the global one)
    * @param {{setTimeout: function, clearTimeout: function}} [options.timers]  for tests
    * @param {function(): number} [options.random]  Math.random by default; for tests
+   * @param {function(): number} [options.now]  Date.now by default; for tests
    */
   constructor(urls, options) {
     const o = options || {};
@@ -153,10 +234,14 @@ export class WsMesh {
       connectTimeout: pick(o.connectTimeout, defaults.connectTimeout),
       restartJitter: pick(o.restartJitter, defaults.restartJitter),
       stableAfter: pick(o.stableAfter, defaults.stableAfter),
+      refresh: o.refresh !== false,
+      refreshMargin: pick(o.refreshMargin, defaults.refreshMargin),
+      refreshRetry: pick(o.refreshRetry, defaults.refreshRetry),
       backoff: Object.assign({}, defaults.backoff, o.backoff),
       WebSocket: o.WebSocket || globalThis.WebSocket,
       timers: o.timers || { setTimeout: (f, ms) => setTimeout(f, ms), clearTimeout: (t) => clearTimeout(t) },
       random: o.random || Math.random,
+      now: o.now || Date.now,
     };
     if (typeof this.options.WebSocket !== 'function') throw new TypeError('WsMesh: no WebSocket class; pass options.WebSocket');
     /** The current state; see the class comment. */
@@ -165,6 +250,12 @@ export class WsMesh {
     this.url = null;
     /** Consecutive reconnects since the last stable connection. */
     this.attempt = 0;
+    /**
+     * The current session, from its welcome frame: {session, node, user,
+     * device, expires (unix seconds, updated by each refresh)}; null before
+     * the welcome and once the socket has closed.
+     */
+    this.session = null;
     this._index = 0; // next URL to dial
     this._quick = 0; // 1012 reconnects without backoff since the last stable connection
     this._ws = null;
@@ -172,6 +263,8 @@ export class WsMesh {
     this._timers = {};
     this._listeners = {};
     this._evictedSeen = false;
+    this._refreshing = false; // a refresh is being sent or awaits its answer
+    this._refreshFailures = 0; // failed refreshes since the last success or welcome
     if (o.autoConnect !== false) this.connect();
   }
 
@@ -189,7 +282,7 @@ export class WsMesh {
 
   /**
    * Connects, unless a socket is open or being dialed. Call it after
-   * "evicted" or "unauthorized" (with a new token), or after close().
+   * "evicted", "kicked" or "unauthorized" (with a new token), or after close().
    */
   connect() {
     if (this.state === 'connecting' || this.state === 'open') return;
@@ -204,6 +297,19 @@ export class WsMesh {
     this.options.token = token;
   }
 
+  /**
+   * Refreshes the open session's token now, with getToken, or without it
+   * with the token given to setToken (e.g. after a new login). The answer
+   * comes as a "refreshed" or an "error" event. Does nothing without an open
+   * session or while a refresh is under way.
+   */
+  refresh() {
+    if (!this._ws || !this.session || this.state !== 'open' || this._refreshing) return;
+    this._clearTimer('refresh');
+    this._refreshFailures = 0;
+    this._refresh();
+  }
+
   /** Closes the socket with 1000 and stops every timer; no reconnect. */
   close() {
     this._gen++;
@@ -211,6 +317,8 @@ export class WsMesh {
     const ws = this._ws;
     this._ws = null;
     this.url = null;
+    this.session = null;
+    this._refreshing = false;
     if (ws) {
       detach(ws);
       try {
@@ -282,6 +390,8 @@ export class WsMesh {
       }
     }
     this._evictedSeen = false;
+    this.session = null;
+    this._refreshing = false;
     this.url = this.urls[this._index % this.urls.length];
     this._setState(state);
     const getToken = this.options.getToken;
@@ -351,6 +461,19 @@ export class WsMesh {
         case 'pong':
           this._emit('pong');
           break;
+        case 'welcome':
+          this._welcome(f);
+          break;
+        case 'refreshed':
+          this._refreshed(f);
+          break;
+        case 'error':
+          if (f.op === 'refresh' && this._refreshing) {
+            this._refreshFailed(gen, f.reason || 'refused');
+          } else {
+            this._emit('frame', f);
+          }
+          break;
         case 'evicted':
           this._evicted(f.reason || 'evicted');
           break;
@@ -383,6 +506,104 @@ export class WsMesh {
     });
   }
 
+  _welcome(f) {
+    this.session = {
+      session: f.session,
+      node: f.node,
+      user: f.user,
+      device: f.device,
+      expires: typeof f.expires === 'number' ? f.expires : null,
+    };
+    this._refreshing = false;
+    this._refreshFailures = 0;
+    this._clearTimer('refreshWait');
+    this._scheduleRefresh();
+    this._emit('welcome', this.session);
+  }
+
+  _refreshed(f) {
+    this._clearTimer('refreshWait');
+    this._refreshing = false;
+    this._refreshFailures = 0;
+    if (!this.session) return; // a stray answer before any welcome: nothing to update
+    if (typeof f.expires === 'number') this.session.expires = f.expires;
+    this._scheduleRefresh();
+    this._emit('refreshed', { expires: this.session.expires, session: this.session.session });
+  }
+
+  // _scheduleRefresh sets the "refresh" timer from session.expires (see
+  // refreshDelay), if this client can get tokens to refresh with.
+  _scheduleRefresh() {
+    this._clearTimer('refresh');
+    const s = this.session;
+    if (!s || s.expires === null || !this.options.refresh || !this.options.getToken) return;
+    const now = this.options.now();
+    const due = now + refreshDelay(s.expires * 1000 - now, this.options.refreshMargin);
+    const arm = () => {
+      const delay = due - this.options.now();
+      if (delay > maxTimeout) {
+        // Beyond setTimeout's range: wake up at its end and wait the rest.
+        this._setTimer('refresh', maxTimeout, arm);
+        return;
+      }
+      this._setTimer('refresh', Math.max(0, delay), () => this._refresh());
+    };
+    arm();
+  }
+
+  // _refresh gets a token and sends it as {"type":"refresh"} on the open
+  // socket; "refreshWait" bounds the wait for its answer.
+  _refresh() {
+    const ws = this._ws;
+    if (!ws || !this.session || this.state !== 'open' || this._refreshing) return;
+    const gen = this._gen;
+    this._refreshing = true;
+    const getToken = this.options.getToken;
+    let p;
+    try {
+      p = Promise.resolve(getToken ? getToken() : this.options.token);
+    } catch (err) {
+      p = Promise.reject(err);
+    }
+    p.then(
+      (token) => {
+        if (gen !== this._gen || ws !== this._ws) return; // that socket is gone
+        if (typeof token !== 'string' || token === '') {
+          this._refreshFailed(gen, 'no token to refresh with');
+          return;
+        }
+        try {
+          ws.send(JSON.stringify({ type: 'refresh', token }));
+        } catch (err) {
+          this._refreshFailed(gen, 'send: ' + (err && err.message ? err.message : err));
+          return;
+        }
+        this._setTimer('refreshWait', this.options.heartbeatTimeout, () => this._refreshFailed(gen, 'no answer'));
+      },
+      (err) => {
+        if (gen !== this._gen || ws !== this._ws) return;
+        this._refreshFailed(gen, 'getToken failed: ' + (err && err.message ? err.message : err));
+      }
+    );
+  }
+
+  // _refreshFailed reports a failed refresh and retries it once.
+  _refreshFailed(gen, reason) {
+    if (gen !== this._gen) return;
+    this._clearTimer('refreshWait');
+    this._refreshing = false;
+    this._refreshFailures++;
+    // A retry asks getToken again; the same token from setToken would only
+    // be refused again.
+    const retry = this._refreshFailures < 2 && !!this.options.getToken;
+    const err = new Error('token refresh failed: ' + reason);
+    err.op = 'refresh';
+    err.reason = reason;
+    err.retry = retry;
+    if (retry) this._setTimer('refresh', this.options.refreshRetry, () => this._refresh());
+    this._emit('error', err);
+  }
+
   // _drop gives up on a socket that did not open in time or whose
   // heartbeat went unanswered: it may never report its close, so close it
   // without listening and carry on as if it had closed with 1006.
@@ -409,14 +630,28 @@ export class WsMesh {
 
   // _closed decides what follows the end of a socket.
   _closed(code, reason, wasClean, opened) {
-    for (const name of ['connect', 'ping', 'deadline', 'stable']) this._clearTimer(name);
+    for (const name of ['connect', 'ping', 'deadline', 'stable', 'refresh', 'refreshWait']) this._clearTimer(name);
+    const hadSession = this.session !== null;
+    this.session = null;
+    this._refreshing = false;
     if (code === CloseCode.EVICTED || this._evictedSeen) {
       this.url = null;
       this._evicted(reason || 'evicted');
       this._emit('close', { code, reason, wasClean, reconnect: false, delay: 0 });
       return;
     }
-    if (code === CloseCode.UNAUTHORIZED) {
+    if (code === CloseCode.KICKED) {
+      this.url = null;
+      this._setState('kicked');
+      this._emit('kicked', { reason });
+      this._emit('close', { code, reason, wasClean, reconnect: false, delay: 0 });
+      return;
+    }
+    // 4001 after a welcome is a token that ran out during the session (the
+    // server refuses a token at the start without one): a fresh token from
+    // getToken may connect again. If the server refuses that one too, it
+    // comes without a welcome and the client stops here.
+    if (code === CloseCode.UNAUTHORIZED && !(hadSession && this.options.getToken)) {
       this.url = null;
       this._setState('unauthorized');
       this._emit('unauthorized', { reason });

@@ -4,12 +4,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { WsMesh, CloseCode, backoffDelay, defaults } from './wsmesh.js';
+import { WsMesh, CloseCode, backoffDelay, refreshDelay, defaults } from './wsmesh.js';
 
 // FakeClock is a manual setTimeout/clearTimeout: advance(ms) runs what is due.
 class FakeClock {
-  constructor() {
-    this.now = 0;
+  constructor(now) {
+    this.now = now || 0; // ms, like Date.now()
     this.seq = 0;
     this.timers = new Map(); // id -> {at, fn}
     this.setTimeout = (fn, ms) => {
@@ -41,6 +41,23 @@ class FakeClock {
     }
     this.now = end;
   }
+}
+
+// T0 is the fake clock's start in setup: a plausible Date.now().
+const T0 = 1767225600000; // 2026-01-01T00:00:00Z
+const nowSec = (clock) => Math.floor(clock.now / 1000);
+
+// flush lets pending promise callbacks (getToken's) run.
+const flush = () => new Promise((resolve) => setImmediate(resolve));
+
+// welcome is the first frame the server sends, with a token good for ttl s.
+function welcome(clock, session, ttl, extra) {
+  return { type: 'welcome', session, node: 'n2', user: '42', device: 'web', expires: nowSec(clock) + ttl, ...extra };
+}
+
+// refreshes returns the refresh frames a socket sent, parsed.
+function refreshes(ws) {
+  return ws.sent.map((d) => JSON.parse(d)).filter((f) => f.type === 'refresh');
 }
 
 // fakeSockets returns a FakeWebSocket class and the list of its instances.
@@ -81,17 +98,18 @@ function fakeSockets() {
 
 // setup builds a WsMesh on fakes and records its events.
 function setup(opts = {}, urls = ['ws://n1/ws', 'ws://n2/ws', 'ws://n3/ws']) {
-  const clock = new FakeClock();
+  const clock = new FakeClock(T0);
   const { FakeWebSocket, sockets } = fakeSockets();
   const events = [];
   const mesh = new WsMesh(urls, {
     token: 'T',
     WebSocket: FakeWebSocket,
     timers: clock,
+    now: () => clock.now,
     random: () => 0.5,
     ...opts,
   });
-  for (const type of ['open', 'close', 'state', 'reconnect', 'evicted', 'unauthorized', 'message', 'pong', 'error']) {
+  for (const type of ['open', 'close', 'state', 'reconnect', 'evicted', 'unauthorized', 'kicked', 'welcome', 'refreshed', 'message', 'pong', 'error']) {
     mesh.on(type, (...args) => events.push([type, ...args]));
   }
   const last = () => sockets[sockets.length - 1];
@@ -430,5 +448,322 @@ test('on() returns an unsubscribe function', () => {
   off();
   last().serverSend({ type: 'message', id: '2', data: 2 });
   assert.deepEqual(got, [1]);
+  mesh.close();
+});
+
+test('welcome: mesh.session and a "welcome" event, a new one per connection, null in between', () => {
+  const { mesh, clock, last, of } = setup({ random: () => 0 });
+  const fired = [];
+  mesh.onwelcome = (s) => fired.push(s.session);
+  assert.equal(mesh.session, null, 'null before any welcome');
+  last().serverOpen();
+  assert.equal(mesh.session, null, 'null between open and welcome');
+  last().serverSend(welcome(clock, 's-1', 3600, { extra: 'ignored' }));
+  const want = { session: 's-1', node: 'n2', user: '42', device: 'web', expires: nowSec(clock) + 3600 };
+  assert.deepEqual(mesh.session, want);
+  assert.deepEqual(of('welcome').map((e) => e[1]), [want]);
+  assert.deepEqual(fired, ['s-1'], 'the onwelcome property fires too');
+  assert.equal(of('frame').length, 0);
+  last().serverClose(1006);
+  assert.equal(mesh.session, null, 'null once the socket closed');
+  clock.advance(of('reconnect').at(-1)[1].delay);
+  last().serverOpen();
+  last().serverSend(welcome(clock, 's-2', 3600));
+  assert.equal(mesh.session.session, 's-2');
+  assert.deepEqual(of('welcome').map((e) => e[1].session), ['s-1', 's-2']);
+  mesh.close();
+  assert.equal(mesh.session, null);
+});
+
+test('4003 emits "kicked" with the backend\'s reason and does not reconnect', () => {
+  const { mesh, clock, sockets, last, of } = setup();
+  last().serverOpen();
+  last().serverSend(welcome(clock, 's-1', 3600));
+  last().serverClose(CloseCode.KICKED, 'account suspended');
+  assert.equal(mesh.state, 'kicked');
+  assert.deepEqual(of('kicked').map((e) => e[1]), [{ reason: 'account suspended' }]);
+  assert.equal(of('close').at(-1)[1].reconnect, false);
+  assert.equal(of('reconnect').length, 0);
+  assert.equal(of('unauthorized').length, 0);
+  assert.equal(mesh.session, null);
+  assert.equal(clock.pending(), 0, 'no timer left');
+  clock.advance(10 * 60 * 1000);
+  assert.equal(sockets.length, 1, 'no reconnect');
+  mesh.connect(); // the app may connect again on purpose
+  assert.equal(sockets.length, 2);
+  mesh.close();
+});
+
+test('4008 reconnects with backoff, which grows while the client keeps tripping it', () => {
+  const { mesh, clock, sockets, last, of } = setup({ random: () => 0.5 });
+  last().serverOpen();
+  last().serverClose(CloseCode.TOO_MANY_MESSAGES, 'too many messages');
+  assert.equal(mesh.state, 'reconnecting');
+  assert.equal(of('close').at(-1)[1].reconnect, true);
+  assert.equal(of('reconnect').at(-1)[1].delay, 375, 'backoff, not an immediate reconnect');
+  clock.advance(375);
+  assert.equal(sockets.length, 2);
+  last().serverOpen();
+  last().serverClose(4008, 'too many messages');
+  assert.equal(of('reconnect').at(-1)[1].delay, 750);
+  mesh.close();
+});
+
+test('4001 "token expired" in a session reconnects with a fresh token from getToken; refused again, it stops', async () => {
+  let n = 0;
+  const { mesh, clock, sockets, last, of } = setup({ token: undefined, getToken: async () => `tok${++n}`, random: () => 0 });
+  await flush();
+  last().serverOpen();
+  last().serverSend(welcome(clock, 's-1', 3600));
+  last().serverClose(CloseCode.UNAUTHORIZED, 'token expired');
+  assert.equal(mesh.state, 'reconnecting');
+  assert.equal(of('unauthorized').length, 0);
+  const close = of('close').at(-1)[1];
+  assert.deepEqual([close.code, close.reason, close.reconnect], [4001, 'token expired', true]);
+  clock.advance(of('reconnect').at(-1)[1].delay);
+  await flush();
+  assert.equal(sockets.length, 2);
+  assert.equal(last().url, 'ws://n2/ws?token=tok2', 'a fresh token');
+  // The server refuses that one too: no welcome, so no more tries.
+  last().serverOpen();
+  last().serverClose(CloseCode.UNAUTHORIZED, 'token expired');
+  assert.equal(mesh.state, 'unauthorized');
+  assert.equal(of('unauthorized').length, 1);
+  clock.advance(10 * 60 * 1000);
+  await flush();
+  assert.equal(sockets.length, 2);
+  assert.equal(clock.pending(), 0);
+  mesh.close();
+});
+
+test('4001 in a session without getToken stops: the token cannot change by itself', () => {
+  const { mesh, clock, sockets, last, of } = setup();
+  last().serverOpen();
+  last().serverSend(welcome(clock, 's-1', 60));
+  last().serverClose(CloseCode.UNAUTHORIZED, 'token expired');
+  assert.equal(mesh.state, 'unauthorized');
+  assert.equal(of('unauthorized').length, 1);
+  clock.advance(10 * 60 * 1000);
+  assert.equal(sockets.length, 1);
+  mesh.close();
+});
+
+test('refreshDelay: 80% or 30 s before expiry if earlier, not before half, at least 1 s', () => {
+  assert.equal(refreshDelay(3600e3), 2880e3, '1 h: at 80%, 12 min early');
+  assert.equal(refreshDelay(120e3), 90e3, '2 min: 30 s early, more than 20%');
+  assert.equal(refreshDelay(45e3), 22500, '45 s: half, not 15 s');
+  assert.equal(refreshDelay(4e3), 2e3, '4 s: half');
+  assert.equal(refreshDelay(0), 1000);
+  assert.equal(refreshDelay(-60e3), 1000, 'a clock ahead of the server: no loop faster than 1/s');
+  assert.equal(refreshDelay(3600e3, 0), 2880e3);
+  assert.equal(refreshDelay(600e3, 300e3), 300e3, 'a margin of its own');
+});
+
+test('refresh: sent before expiry with a getToken token; "refreshed" updates expires and re-arms', async () => {
+  let n = 0;
+  const { mesh, clock, last, of } = setup({ token: undefined, getToken: async () => `tok${++n}`, heartbeat: 0 });
+  await flush();
+  const ws = last();
+  ws.serverOpen();
+  ws.serverSend(welcome(clock, 's-1', 3600));
+  clock.advance(2880e3 - 1);
+  await flush();
+  assert.equal(refreshes(ws).length, 0, 'nothing before 80% of the lifetime');
+  clock.advance(1);
+  await flush();
+  assert.deepEqual(refreshes(ws), [{ type: 'refresh', token: 'tok2' }]);
+  const exp2 = nowSec(clock) + 3600;
+  ws.serverSend({ type: 'refreshed', expires: exp2 });
+  assert.equal(mesh.session.expires, exp2);
+  assert.equal(mesh.session.session, 's-1', 'the same session');
+  assert.deepEqual(of('refreshed').map((e) => e[1]), [{ expires: exp2, session: 's-1' }]);
+  assert.equal(of('error').length, 0);
+  // The next one follows the new expiry.
+  clock.advance(2880e3);
+  await flush();
+  assert.deepEqual(refreshes(ws).map((f) => f.token), ['tok2', 'tok3']);
+  ws.serverSend({ type: 'refreshed', expires: nowSec(clock) + 3600 });
+  assert.equal(of('refreshed').length, 2);
+  assert.equal(of('open').length, 1, 'never reconnected');
+  mesh.close();
+  assert.equal(clock.pending(), 0);
+});
+
+test('refresh: a short-lived token is refreshed at half its life, not in a loop', async () => {
+  let n = 0;
+  const { mesh, clock, last } = setup({ token: undefined, getToken: () => `tok${++n}`, heartbeat: 0 });
+  await flush();
+  const ws = last();
+  ws.serverOpen();
+  ws.serverSend(welcome(clock, 's-1', 4));
+  for (let i = 0; i < 5; i++) {
+    clock.advance(1999);
+    await flush();
+    assert.equal(refreshes(ws).length, i, `round ${i}: not yet`);
+    clock.advance(1);
+    await flush();
+    assert.equal(refreshes(ws).length, i + 1, `round ${i}: sent`);
+    ws.serverSend({ type: 'refreshed', expires: nowSec(clock) + 4 });
+  }
+  mesh.close();
+});
+
+test('refresh: a token beyond setTimeout\'s range waits instead of firing at once', async () => {
+  const { mesh, clock, last } = setup({ token: undefined, getToken: () => 'tok', heartbeat: 0 });
+  await flush();
+  const ws = last();
+  ws.serverOpen();
+  ws.serverSend(welcome(clock, 's-1', 90 * 86400));
+  clock.advance(60 * 1000);
+  await flush();
+  assert.equal(refreshes(ws).length, 0);
+  clock.advance(72 * 86400e3 - 60e3); // 80% of 90 days
+  await flush();
+  assert.equal(refreshes(ws).length, 1);
+  mesh.close();
+});
+
+test('refresh: an error frame emits "error" and is retried once, then the client stops trying', async () => {
+  let n = 0;
+  const { mesh, clock, last, of } = setup({ token: undefined, getToken: () => `tok${++n}`, heartbeat: 0, refreshRetry: 3000 });
+  await flush();
+  const ws = last();
+  ws.serverOpen();
+  ws.serverSend(welcome(clock, 's-1', 100));
+  clock.advance(70e3); // 100 s: 30 s early
+  await flush();
+  assert.equal(refreshes(ws).length, 1);
+  ws.serverSend({ type: 'error', op: 'refresh', reason: 'token is for another user' });
+  const err = of('error').at(-1)[1];
+  assert.ok(err instanceof Error);
+  assert.deepEqual([err.op, err.reason, err.retry], ['refresh', 'token is for another user', true]);
+  assert.equal(of('frame').length, 0, 'handled, not passed on as a frame');
+  assert.equal(mesh.session.expires, nowSec(clock) + 30, 'nothing changed');
+  clock.advance(2999);
+  await flush();
+  assert.equal(refreshes(ws).length, 1);
+  clock.advance(1);
+  await flush();
+  assert.equal(refreshes(ws).length, 2, 'one retry');
+  ws.serverSend({ type: 'error', op: 'refresh', reason: 'still not' });
+  assert.equal(of('error').at(-1)[1].retry, false);
+  assert.equal(of('error').length, 2);
+  clock.advance(10 * 60 * 1000);
+  await flush();
+  assert.equal(refreshes(ws).length, 2, 'no third try: the 4001 at expiry reconnects instead');
+  assert.equal(mesh.state, 'open');
+  mesh.close();
+});
+
+test('refresh: a failing getToken and an unanswered refresh count as failures; a success resets them', async () => {
+  let n = 0;
+  const { mesh, clock, last, of } = setup({
+    token: undefined,
+    heartbeat: 0,
+    heartbeatTimeout: 500,
+    refreshRetry: 1000,
+    getToken: () => {
+      n++;
+      if (n === 2) throw new Error('auth server down');
+      return `tok${n}`;
+    },
+  });
+  await flush();
+  const ws = last();
+  ws.serverOpen();
+  ws.serverSend(welcome(clock, 's-1', 100));
+  clock.advance(70e3);
+  await flush();
+  assert.equal(of('error').at(-1)[1].reason, 'getToken failed: auth server down');
+  assert.equal(of('error').at(-1)[1].retry, true);
+  assert.equal(refreshes(ws).length, 0);
+  clock.advance(1000);
+  await flush();
+  assert.deepEqual(refreshes(ws).map((f) => f.token), ['tok3']);
+  clock.advance(500); // no answer
+  assert.deepEqual([of('error').at(-1)[1].reason, of('error').at(-1)[1].retry], ['no answer', false]);
+  // A late answer still counts, and the schedule starts again.
+  ws.serverSend({ type: 'refreshed', expires: nowSec(clock) + 100 });
+  assert.equal(of('refreshed').length, 1);
+  clock.advance(70e3);
+  await flush();
+  assert.deepEqual(refreshes(ws).map((f) => f.token), ['tok3', 'tok4']);
+  mesh.close();
+});
+
+test('refresh: every timer goes with the socket; a token arriving late is not sent', async () => {
+  let resolveToken = null;
+  let n = 0;
+  const { mesh, clock, sockets, last } = setup({
+    token: undefined,
+    heartbeat: 0,
+    // The second call (the refresh) hangs until the test resolves it.
+    getToken: () => (++n === 2 ? new Promise((r) => (resolveToken = r)) : `tok${n}`),
+  });
+  await flush();
+  const ws = last();
+  ws.serverOpen();
+  ws.serverSend(welcome(clock, 's-1', 100));
+  assert.ok('refresh' in mesh._timers, 'a refresh is scheduled');
+  // Closed by the server while getToken is pending: only the reconnect timer is left.
+  clock.advance(70e3);
+  await flush();
+  assert.equal(typeof resolveToken, 'function', 'getToken asked');
+  ws.serverClose(1006);
+  assert.deepEqual(Object.keys(mesh._timers), ['reconnect']);
+  assert.equal(clock.pending(), 1);
+  resolveToken('late');
+  await flush();
+  assert.equal(refreshes(ws).length, 0, 'not sent on the closed socket');
+  // And close() with a refresh scheduled, or awaiting its answer, leaves nothing.
+  clock.advance(mesh.options.backoff.max);
+  await flush();
+  assert.equal(sockets.length, 2);
+  assert.equal(last().url, 'ws://n2/ws?token=tok3');
+  const ws2 = last();
+  ws2.serverOpen();
+  ws2.serverSend(welcome(clock, 's-2', 100));
+  clock.advance(70e3);
+  await flush();
+  assert.equal(refreshes(ws2).length, 1);
+  assert.ok('refreshWait' in mesh._timers, 'awaiting the answer');
+  mesh.close();
+  assert.equal(clock.pending(), 0, 'close() clears the answer timer');
+  clock.advance(10 * 60 * 1000);
+  await flush();
+  assert.equal(refreshes(ws2).length, 1);
+  assert.equal(n, 4, 'getToken not asked after close()');
+});
+
+test('refresh: no getToken, no automatic refresh; refresh() sends the token from setToken', async () => {
+  const { mesh, clock, last, of } = setup({ heartbeat: 0, stableAfter: 1000 });
+  const ws = last();
+  ws.serverOpen();
+  ws.serverSend(welcome(clock, 's-1', 100));
+  clock.advance(1000); // the stable timer
+  assert.equal(clock.pending(), 0, 'nothing scheduled');
+  mesh.setToken('T2');
+  mesh.refresh();
+  await flush();
+  assert.deepEqual(refreshes(ws), [{ type: 'refresh', token: 'T2' }]);
+  ws.serverSend({ type: 'refreshed', expires: nowSec(clock) + 3600 });
+  assert.equal(of('refreshed').length, 1);
+  assert.equal(mesh.session.expires, nowSec(clock) + 3600);
+  assert.equal(clock.pending(), 0, 'still nothing scheduled without getToken');
+  mesh.close();
+});
+
+test('refresh: option refresh false turns it off; refresh() before a welcome does nothing', async () => {
+  const { mesh, clock, last } = setup({ token: undefined, getToken: () => 'tok', heartbeat: 0, refresh: false });
+  await flush();
+  const ws = last();
+  ws.serverOpen();
+  mesh.refresh();
+  await flush();
+  assert.equal(ws.sent.length, 0);
+  ws.serverSend(welcome(clock, 's-1', 10));
+  clock.advance(60e3);
+  await flush();
+  assert.equal(refreshes(ws).length, 0);
   mesh.close();
 });

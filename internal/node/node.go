@@ -142,21 +142,22 @@ func newCluster(cfg *config.Config, log *slog.Logger, h Hooks, m *metrics.Metric
 // sessions to cl.
 func newHub(cfg *config.Config, log *slog.Logger, auth *session.Authenticator, proxies realip.Proxies, cl *cluster.Cluster) (*session.Hub, error) {
 	return session.New(session.Config{
-		PingInterval:    cfg.Session.PingInterval.D(),
-		IdleTimeout:     cfg.Session.IdleTimeout.D(),
-		WriteTimeout:    cfg.Session.WriteTimeout.D(),
-		SendQueue:       cfg.Session.SendQueue,
-		MaxMessageBytes: cfg.Session.MaxMessageBytes,
-		MaxConnections:  cfg.Session.MaxConnections,
-		MaxClientRate:   float64(cfg.Session.MaxClientRate),
-		NodeName:        cfg.Node.Name,
-		SingleDevice:    cfg.Session.SingleDevice,
-		AllowedOrigins:  cfg.Auth.AllowedOrigins,
-		TrustedProxies:  proxies,
-		Auth:            auth,
-		Observer:        relay.Announcer{Cluster: cl},
-		Clock:           cl.Now,
-		Logger:          log,
+		PingInterval:       cfg.Session.PingInterval.D(),
+		IdleTimeout:        cfg.Session.IdleTimeout.D(),
+		WriteTimeout:       cfg.Session.WriteTimeout.D(),
+		SendQueue:          cfg.Session.SendQueue,
+		MaxMessageBytes:    cfg.Session.MaxMessageBytes,
+		MaxConnections:     cfg.Session.MaxConnections,
+		MaxClientRate:      float64(cfg.Session.MaxClientRate),
+		MaxRoomsPerSession: cfg.Rooms.MaxPerSession,
+		NodeName:           cfg.Node.Name,
+		SingleDevice:       cfg.Session.SingleDevice,
+		AllowedOrigins:     cfg.Auth.AllowedOrigins,
+		TrustedProxies:     proxies,
+		Auth:               auth,
+		Observer:           relay.Announcer{Cluster: cl},
+		Clock:              cl.Now,
+		Logger:             log,
 	})
 }
 

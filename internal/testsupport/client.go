@@ -35,11 +35,23 @@ func (c *Client) Token(tb testing.TB, user, device string) string {
 // TokenTTL returns a client token for user and device, valid for ttl.
 func (c *Client) TokenTTL(tb testing.TB, user, device string, ttl time.Duration) string {
 	tb.Helper()
+	return c.mint(tb, user, device, nil, ttl)
+}
+
+// TokenRooms returns a client token for user and device, valid for an
+// hour, whose rooms claim is rooms.
+func (c *Client) TokenRooms(tb testing.TB, user, device string, rooms ...string) string {
+	tb.Helper()
+	return c.mint(tb, user, device, rooms, time.Hour)
+}
+
+func (c *Client) mint(tb testing.TB, user, device string, rooms []string, ttl time.Duration) string {
+	tb.Helper()
 	a, err := session.NewAuthenticator([]byte(c.secret))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tok, err := a.Mint(user, device, ttl)
+	tok, err := a.MintRooms(user, device, rooms, ttl)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -111,9 +123,16 @@ func (c *Client) Metrics(tb testing.TB) string {
 // Send posts body to /send and checks for 200.
 func (c *Client) Send(tb testing.TB, body string) map[string]any {
 	tb.Helper()
-	code, out, _ := c.API(tb, http.MethodPost, "/send", body)
+	return c.PostJSON(tb, "/send", body)
+}
+
+// PostJSON posts body to path with the API key, checks for 200 and
+// decodes the answer.
+func (c *Client) PostJSON(tb testing.TB, path, body string) map[string]any {
+	tb.Helper()
+	code, out, _ := c.API(tb, http.MethodPost, path, body)
 	if code != http.StatusOK {
-		tb.Fatalf("POST /send %s: status %d: %v", body, code, out)
+		tb.Fatalf("POST %s %s: status %d: %v", path, body, code, out)
 	}
 	return out
 }

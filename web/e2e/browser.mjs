@@ -12,10 +12,16 @@
 // Commands run one at a time, each bounded by its "timeout" (ms, default 10000):
 //   goto {url}                 load a page
 //   connect {token, nodes?}    fill the form and press Connect
-//   waitState {state}          wait until the status shows state; answers
-//                              {state, node, detail}
+//   waitState {state}          wait until the status shows state; answers the
+//                              status: {state, node, detail, session, sessionNode,
+//                              expires, refreshes} (the session fields are what the
+//                              page shows of the welcome frame: "" and 0 without one)
+//   waitSession {notSession?}  wait until the page shows a session (other than
+//                              notSession); answers the status
+//   waitRefreshed {count, session?}  wait until the page shows at least count
+//                              token refreshes (of that session); answers the status
 //   waitMessage {id}           wait until the message list shows id; answers {text}
-//   snapshot {}                {state, node, detail, messages: [{id, text}]}
+//   snapshot {}                the status and messages: [{id, text}]
 //   screenshot {path}          a full-page PNG
 // stdin's end (or SIGTERM, SIGINT) closes the browser and exits.
 //
@@ -90,11 +96,19 @@ page.on('pageerror', (err) => out({ event: 'pageerror', error: String(err) }));
 page.on('requestfailed', (req) => out({ event: 'requestfailed', url: req.url(), error: req.failure() && req.failure().errorText }));
 
 async function status() {
-  return page.evaluate(() => ({
-    state: document.getElementById('status').dataset.state,
-    node: document.getElementById('node').textContent,
-    detail: document.getElementById('detail').textContent,
-  }));
+  return page.evaluate(() => {
+    const $ = (id) => document.getElementById(id);
+    const shown = !$('session-box').hidden;
+    return {
+      state: $('status').dataset.state,
+      node: $('node').textContent,
+      detail: $('detail').textContent,
+      session: shown ? $('session').textContent : '',
+      sessionNode: shown ? $('session-node').textContent : '',
+      expires: shown ? Number($('expires').dataset.expires) || 0 : 0,
+      refreshes: shown ? Number($('refreshed').dataset.count) : 0,
+    };
+  });
 }
 
 const commands = {
@@ -110,6 +124,28 @@ const commands = {
   },
   async waitState({ state, timeout }) {
     await page.waitForSelector(`#status[data-state="${state}"]`, { timeout });
+    return status();
+  },
+  async waitSession({ notSession, timeout }) {
+    await page.waitForFunction(
+      (not) => {
+        const $ = (id) => document.getElementById(id);
+        return !$('session-box').hidden && $('session').textContent !== '' && $('session').textContent !== not;
+      },
+      notSession || '',
+      { timeout, polling: 50 }
+    );
+    return status();
+  },
+  async waitRefreshed({ count, session, timeout }) {
+    await page.waitForFunction(
+      ([n, s]) => {
+        const $ = (id) => document.getElementById(id);
+        return !$('session-box').hidden && Number($('refreshed').dataset.count) >= n && (!s || $('session').textContent === s);
+      },
+      [count || 1, session || ''],
+      { timeout, polling: 50 }
+    );
     return status();
   },
   async waitMessage({ id, timeout }) {
