@@ -266,6 +266,10 @@ func TestTokenLifetime(t *testing.T) {
 	if f := wrong.Next(t); f["type"] != "error" || !strings.Contains(fmt.Sprint(f["reason"]), "another device") {
 		t.Fatalf("refresh for another device answered %v, want an error frame", f)
 	}
+	wrong.Write(t, `{"type":"refresh","token":5}`)
+	if f := wrong.Next(t); f["type"] != "error" || f["op"] != "refresh" || !strings.Contains(fmt.Sprint(f["reason"]), "token missing") {
+		t.Fatalf("refresh with a token that is not a string answered %v, want an error frame", f)
+	}
 
 	for name, c := range map[string]*testsupport.WSClient{"idle": idle, "wrong": wrong} {
 		if code, reason := c.WaitClose(t); code != 4001 || reason != "token expired" {
@@ -289,7 +293,7 @@ func TestTokenLifetime(t *testing.T) {
 		t.Errorf("want 2 \"session token expired\" log lines")
 	}
 	m := n.Metrics(t)
-	for _, want := range []string{"wsmesh_token_expiries_total 2", "wsmesh_token_refreshes_total 1", "wsmesh_token_refresh_failures_total 2"} {
+	for _, want := range []string{"wsmesh_token_expiries_total 2", "wsmesh_token_refreshes_total 1", "wsmesh_token_refresh_failures_total 3"} {
 		if !strings.Contains(m, want+"\n") {
 			t.Errorf("/metrics lacks %q", want)
 		}
