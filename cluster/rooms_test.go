@@ -31,7 +31,9 @@ func TestRoomInterest(t *testing.T) {
 		return roomsOf(b, "live:1") == fmt.Sprint([]RoomCount{{Room: "live:1", Node: "b", Members: 5}}) &&
 			roomsOf(b, "live:2") == fmt.Sprint([]RoomCount{{Room: "live:2", Node: "a", Members: 1}})
 	})
-	waitUntil(t, "b's delta at a", func() bool { return roomsOf(a, "live:1") == fmt.Sprint([]RoomCount{{Room: "live:1", Node: "b", Members: 5}}) })
+	waitUntil(t, "b's delta at a", func() bool {
+		return roomsOf(a, "live:1") == fmt.Sprint([]RoomCount{{Room: "live:1", Node: "b", Members: 5}})
+	})
 
 	c, _ := testCluster(t, "c", []string{a.Addr()}, nil, nil)
 	waitUntil(t, "c knows both from their snapshots", func() bool {
