@@ -135,9 +135,20 @@ func (h *Hub) open(s *Session, id Identity) {
 	if h.cfg.Observer != nil {
 		h.cfg.Observer.SessionOpened(s.info)
 	}
+	// Write the welcome (and whatever came after it) on this goroutine,
+	// unless a message started a writer already: a fresh connection's
+	// socket buffer takes it without blocking, and no goroutine is
+	// started per connection for it.
 	s.mu.Lock()
-	s.startWriterLocked() // the welcome, unless a message started it already
+	inline := !s.writing && !s.finished
+	if inline {
+		s.writing = true
+		s.writers.Add(1)
+	}
 	s.mu.Unlock()
+	if inline {
+		s.write()
+	}
 }
 
 // newSessionID returns a session id: 96 random bits in 16 characters of

@@ -1,0 +1,94 @@
+package session_test
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+
+	"wsmesh/session"
+)
+
+// BenchmarkIdleSessionMemory reports the heap and stack one idle session
+// holds in the process, from runtime.MemStats after a GC, over 2000
+// sessions opened by raw clients that then stay silent (their side is a
+// net.Conn and a bufio.Reader, a few hundred bytes, counted too). It
+// needs only the package's public API, so the same file measures an
+// earlier version (A/B) as well.
+func BenchmarkIdleSessionMemory(b *testing.B) {
+	const n = 2000
+	auth, err := session.NewAuthenticator([]byte("bench-secret-0123456789-abcdefghijklmnop"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	h, err := session.New(session.Config{Auth: auth, Logger: slog.New(slog.DiscardHandler), PingInterval: time.Hour, IdleTimeout: 2 * time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = h.Shutdown(ctx)
+	}()
+	tokens := make([]string, n)
+	for i := range tokens {
+		if tokens[i], err = auth.Mint("u"+strconv.Itoa(i), "web", time.Hour); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var perConn float64
+	for b.Loop() {
+		before := inUse()
+		conns := make([]net.Conn, 0, n)
+		for _, tok := range tokens {
+			c, err := net.Dial("tcp", srv.Listener.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			req := "GET /ws?token=" + tok + " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+				"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+			if _, err := io.WriteString(c, req); err != nil {
+				b.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+				b.Fatalf("handshake: %v %v", resp, err)
+			}
+			conns = append(conns, c)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for h.Len() < n && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond) // bounded poll: Len has no event to wait on
+		}
+		if h.Len() != n {
+			b.Fatalf("%d sessions registered, want %d", h.Len(), n)
+		}
+		perConn = float64(inUse()-before) / n
+		for _, c := range conns {
+			c.Close()
+		}
+		deadline = time.Now().Add(10 * time.Second)
+		for h.Len() > 0 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	b.ReportMetric(perConn, "B/session")
+}
+
+// inUse returns the heap and stack in use after a garbage collection.
+func inUse() int64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapInuse + m.StackInuse)
+}
