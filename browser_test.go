@@ -300,9 +300,16 @@ func sessionOwner(t *testing.T, nodes []*nodetest.Node) *nodetest.Node {
 //	(b) a second login of the same user and device on another node: the page
 //	    shows "evicted" and does not reconnect (which would evict the newer login);
 //	(c) a fresh page load with ?token= connects again (evicting that login),
-//	    with a new session id; the node it is on (found by /cluster session
-//	    counts) shuts down as on SIGTERM: the page gets 1012, reconnects at
-//	    once to another node with a new session id, and a /send reaches it;
+//	    with a new session id. Rooms: the token's claim is live:*; the room
+//	    box's join of "news" shows the server's "not allowed", its join of
+//	    live:42 lists the room, POST /rooms/join puts the page in notice:42
+//	    too, and a POST /publish to live:42 through another node shows as a
+//	    room message, not a direct one. The node the page is on (found by
+//	    /cluster session counts) shuts down as on SIGTERM: the page gets
+//	    1012, reconnects at once to another node with a new session id, and
+//	    a /send reaches it; it joins live:42 again by itself (not notice:42,
+//	    the backend's), a publish through the third node reaches it there,
+//	    and the room box's Leave takes it out of the room on every node;
 //	(d) a page load with ?token_url= (a token endpoint minting 4 s tokens):
 //	    the client refreshes its token over the open socket, again and again,
 //	    and the session outlives its first token (and the server's leeway)
@@ -420,8 +427,10 @@ func browserScenario(t *testing.T, nodeBin, chromium string, nodes []*nodetest.N
 		t.Fatalf("(0) the refused connection got a welcome: %s", welcome0)
 	}
 
-	// (a) Paste a good token into the form, press Connect.
-	tok := nodes[0].Token(t, "42", "web")
+	// (a) Paste a good token into the form, press Connect. Its rooms claim
+	// is for (c).
+	const room, backendRoom = "live:42", "notice:42"
+	tok := nodes[0].TokenRooms(t, "42", "web", "live:*")
 	connectAt := time.Now()
 	b.do(t, "connect", map[string]any{"token": tok})
 	st = b.do(t, "waitState", map[string]any{"state": "open"})
@@ -515,6 +524,49 @@ func browserScenario(t *testing.T, nodeBin, chromium string, nodes []*nodetest.N
 	shows("(c)", shownNode(st), owner)
 	st = b.do(t, "waitSession", map[string]any{"notSession": sessionA})
 	sessionC, _ := welcomed("(c)", st, owner, sessionA, tok)
+
+	// Rooms, through the room box and the backend.
+	b.do(t, "joinRoom", map[string]any{"room": "news"})
+	b.waitEvent(t, "(c) the page to report that joining news was refused", testsupport.WaitLimit, func(m map[string]any) bool {
+		return pageKind(m) == "roomerror" && m["room"] == "news" && m["op"] == "join" && m["reason"] == "not allowed"
+	})
+	if st := b.do(t, "snapshot", nil); !strings.Contains(fmt.Sprint(st["roomError"]), "not allowed") || len(st["rooms"].([]any)) != 0 {
+		t.Fatalf("(c) after a refused join the page shows rooms %v and error %q, want none and the server's reason", st["rooms"], st["roomError"])
+	}
+	joinAt := time.Now()
+	b.do(t, "joinRoom", map[string]any{"room": room})
+	b.do(t, "waitRooms", map[string]any{"rooms": []string{room}})
+	t.Logf("(c) page in %s %s after pressing Join", room, time.Since(joinAt).Round(time.Millisecond))
+	var pub *nodetest.Node // a node the page is not on
+	for _, n := range nodes {
+		if n != owner {
+			pub = n
+			break
+		}
+	}
+	if code, out, _ := pub.API(t, http.MethodPost, "/rooms/join", fmt.Sprintf(`{"room":%q,"users":["42"]}`, backendRoom)); code != http.StatusOK || out["joined"] != 1.0 {
+		t.Fatalf("(c) POST /rooms/join %s on %s: %d %v", backendRoom, pub.Cfg.Node.Name, code, out)
+	}
+	rs := b.do(t, "waitRooms", map[string]any{"rooms": []string{room, backendRoom}})
+	if got := roomSources(rs); got[room] != "client" || got[backendRoom] != "backend" {
+		t.Fatalf("(c) the page lists rooms %v, want %s joined by the client and %s by the backend", rs["rooms"], room, backendRoom)
+	}
+	waitRoomOn(t, nodes, room, owner)
+	published := pub.PostJSON(t, "/publish", fmt.Sprintf(`{"room":%q,"data":{"text":"hello room","step":"c"}}`, room))
+	if published["delivered"] != 1.0 {
+		t.Fatalf("(c) publish to %s on %s: %v", room, pub.Cfg.Node.Name, published)
+	}
+	rm := b.do(t, "waitRoomMessage", map[string]any{"id": published["id"]})
+	if rm["room"] != room || !strings.Contains(fmt.Sprint(rm["text"]), "hello room") {
+		t.Fatalf("(c) the page shows room message %s as %v in room %v", published["id"], rm["text"], rm["room"])
+	}
+	for _, m := range b.do(t, "snapshot", nil)["messages"].([]any) {
+		if m.(map[string]any)["id"] == published["id"] {
+			t.Fatalf("(c) room message %s is listed with the direct messages too", published["id"])
+		}
+	}
+	t.Logf("(c) /publish to %s on %s shown as a room message: %q", room, pub.Cfg.Node.Name, rm["text"])
+
 	t.Logf("(c) /cluster: the page's session is on %s; stopping it as SIGTERM would", owner.Cfg.Node.Name)
 	var survivors []*nodetest.Node
 	for _, n := range nodes {
@@ -526,7 +578,13 @@ func browserScenario(t *testing.T, nodeBin, chromium string, nodes []*nodetest.N
 	stopAt := time.Now()
 	owner.Stop(t)
 	stopTook := time.Since(stopAt)
-	closeEv := b.waitEvent(t, "the page to see 1012", testsupport.WaitLimit, func(m map[string]any) bool { return pageKind(m) == "close" })
+	droppedBackendRoom := false
+	closeEv := b.waitEvent(t, "the page to see 1012", testsupport.WaitLimit, func(m map[string]any) bool {
+		if pageKind(m) == "left" && m["room"] == backendRoom && m["source"] == "reconnect" {
+			droppedBackendRoom = true
+		}
+		return pageKind(m) == "close"
+	})
 	if closeEv.m["code"] != 1012.0 || closeEv.m["reconnect"] != true {
 		t.Fatalf("(c) the page's socket closed with %s, want 1012 and a reconnect", closeEv)
 	}
@@ -544,6 +602,17 @@ func browserScenario(t *testing.T, nodeBin, chromium string, nodes []*nodetest.N
 	st = b.do(t, "waitSession", map[string]any{"notSession": sessionC})
 	sessionC2, _ := welcomed("(c) after 1012:", st, newOwner, sessionC, tok)
 	t.Logf("(c) after 1012: session %s on %s (was %s)", sessionC2, newOwner.Cfg.Node.Name, sessionC)
+	if !droppedBackendRoom {
+		t.Fatalf("(c) the page did not report leaving %s (joined by the backend) when its socket closed", backendRoom)
+	}
+	rejoinEv := b.waitEvent(t, "(c) the page to join "+room+" again", testsupport.WaitLimit, func(m map[string]any) bool {
+		return pageKind(m) == "joined" && m["room"] == room && m["source"] == "rejoin"
+	})
+	rs = b.do(t, "waitRooms", map[string]any{"rooms": []string{room}})
+	if got := roomSources(rs); got[room] != "client" {
+		t.Fatalf("(c) after 1012: the page lists rooms %v", rs["rooms"])
+	}
+	t.Logf("(c) after 1012: in %s again %s after the stop began; %s (the backend's) dropped", room, rejoinEv.at.Sub(stopAt).Round(time.Millisecond), backendRoom)
 
 	// Send through the surviving node that the page is not on: poll until
 	// its table knows the new session.
@@ -570,9 +639,24 @@ func browserScenario(t *testing.T, nodeBin, chromium string, nodes []*nodetest.N
 	}
 	msg = b.do(t, "waitMessage", map[string]any{"id": delivered["id"]})
 	t.Logf("(c) /send on %s delivered on try %d, %s after the page's session was found; shown: %q", via.Cfg.Node.Name, tries, time.Since(sendAt).Round(time.Millisecond), msg["text"])
+	// The re-joined room is routed to the new node: a publish through the
+	// third node reaches the page.
+	waitRoomOn(t, survivors, room, newOwner)
+	published = via.PostJSON(t, "/publish", fmt.Sprintf(`{"room":%q,"data":{"text":"still here","step":"c after 1012"}}`, room))
+	if published["delivered"] != 1.0 {
+		t.Fatalf("(c) after 1012: publish to %s on %s: %v", room, via.Cfg.Node.Name, published)
+	}
+	rm = b.do(t, "waitRoomMessage", map[string]any{"id": published["id"]})
+	if rm["room"] != room || !strings.Contains(fmt.Sprint(rm["text"]), "still here") {
+		t.Fatalf("(c) after 1012: the page shows room message %s as %v in room %v", published["id"], rm["text"], rm["room"])
+	}
+	t.Logf("(c) after 1012: /publish to %s on %s shown as a room message", room, via.Cfg.Node.Name)
 	shot2 := filepath.Join(shotDir, "demo-"+name+"-after-1012.png")
 	b.do(t, "screenshot", map[string]any{"path": shot2})
 	t.Logf("(c) screenshot: %s", shot2)
+	b.do(t, "leaveRoom", map[string]any{"room": room})
+	b.do(t, "waitRooms", map[string]any{"rooms": []string{}})
+	waitRoomCount(t, survivors, room, 0)
 
 	// (d) Tokens from a token endpoint, valid for 4 s: the client refreshes
 	// them over the open socket. Without refreshes the server would close
@@ -666,6 +750,32 @@ func browserScenario(t *testing.T, nodeBin, chromium string, nodes []*nodetest.N
 	})
 	t.Logf("(e) /disconnect on %s: the page shows kicked: %q", kicker.Cfg.Node.Name, st["detail"])
 	t.Logf("whole scenario, browser start included: %s", time.Since(start).Round(time.Millisecond))
+}
+
+// roomSources maps each room a waitRooms answer lists to who joined it
+// ("client", "backend").
+func roomSources(r map[string]any) map[string]any {
+	out := map[string]any{}
+	for _, x := range r["rooms"].([]any) {
+		m := x.(map[string]any)
+		out[fmt.Sprint(m["room"])] = m["source"]
+	}
+	return out
+}
+
+// waitRoomOn waits until every node in nodes counts one member of room,
+// on node on: a publish through any of them then reaches it.
+func waitRoomOn(t *testing.T, nodes []*nodetest.Node, room string, on *nodetest.Node) {
+	t.Helper()
+	want := fmt.Sprintf("[map[members:1 node:%s]]", on.Cfg.Node.Name)
+	testsupport.WaitFor(t, fmt.Sprintf("every node to count one member of %s, on %s", room, on.Cfg.Node.Name), func() bool {
+		for _, n := range nodes {
+			if got, per := roomCount(t, n, room); got != 1 || per != want {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // tokenExp returns a client token's exp claim (unix seconds), read without

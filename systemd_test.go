@@ -452,6 +452,7 @@ func TestExampleConfigRefusesPlaceholders(t *testing.T) {
 		{"WSMESH_CLUSTER_SECRET_KEYS", "cluster.secret_keys", base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0x5a}, 32))},
 		{"WSMESH_AUTH_JWT_SECRET", "auth.jwt_secret", testsupport.Secret},
 		{"WSMESH_AUTH_API_KEYS", "auth.api_keys", "backend-key-one,backend-key-two"},
+		{"WSMESH_UPSTREAM_SECRET", "upstream.secret", "an-upstream-secret-of-32-bytes-or-more"},
 	}
 	fromFile := "file " + exampleConfigFile
 
@@ -461,7 +462,7 @@ func TestExampleConfigRefusesPlaceholders(t *testing.T) {
 			t.Fatalf("%s loads as it is: it must not, its secrets are published placeholders", exampleConfigFile)
 		}
 		t.Logf("refused: %v", err)
-		for _, r := range realValues { // all three in one run, not one per run
+		for _, r := range realValues { // all of them in one run, not one per run
 			if !strings.Contains(err.Error(), r.key+" ("+fromFile+")") {
 				t.Fatalf("error %q does not name the placeholder %s and %s", err, r.key, fromFile)
 			}
@@ -478,7 +479,7 @@ func TestExampleConfigRefusesPlaceholders(t *testing.T) {
 		t.Logf("refused: %v", err)
 	})
 
-	// Each placeholder on its own: the other two replaced.
+	// Each placeholder on its own: the others replaced.
 	for i, left := range realValues {
 		t.Run("only "+left.key+" left", func(t *testing.T) {
 			var env []string
@@ -523,6 +524,7 @@ func TestExampleConfigRefusesPlaceholders(t *testing.T) {
 			{"trusted proxies set", len(cfg.HTTP.TrustedProxies) > 0, true},
 			{"demo page served", cfg.HTTP.DemoEnabled(), false},
 			{"log.format", cfg.Log.Format, "json"},
+			{"upstream.secret", cfg.Upstream.Secret, realValues[3].value},
 		}
 		for _, c := range checks {
 			if !reflect.DeepEqual(c.got, c.want) {

@@ -93,6 +93,12 @@ type Config struct {
 	// item count and the time from send to ack. It must not block.
 	OnBatch func(items int, rtt time.Duration)
 
+	// OnNodeFailed, if set, is called on one node (the same one, as every
+	// node sees it: heirLocked) when gossip declares a member dead (not
+	// left), with the sessions the table held for it, just before they
+	// are dropped. It must not block: it runs on memberlist's goroutine.
+	OnNodeFailed func(node string, sessions []Located)
+
 	// Tune adjusts memberlist's config before it starts (tests: faster failure detection).
 	Tune func(*memberlist.Config)
 	// WrapTransport wraps memberlist's network transport (tests: fault injection).

@@ -209,10 +209,19 @@ func (e *events) NotifyLeave(n *memberlist.Node) {
 		delete(c.peers, n.Name)
 	}
 	c.lost[n.Name] = lostMember{addr: n.Address(), state: state, since: time.Now()}
+	heir := state == StateDead && c.cfg.OnNodeFailed != nil && c.heirLocked(n.Name) == c.cfg.NodeName
 	c.mu.Unlock()
+	var gone []Located
 	c.table.mu.Lock()
+	if heir {
+		gone = c.table.sessionsOfLocked(n.Name)
+	}
 	dropped := c.table.dropLocked(n.Name)
 	c.table.mu.Unlock()
+	if heir {
+		c.log.Info("this node reports the failed member's sessions gone", "member", n.Name, "sessions", len(gone))
+		c.cfg.OnNodeFailed(n.Name, gone)
+	}
 	msg := "member failed"
 	if state == StateLeft {
 		msg = "member left"

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -26,6 +27,9 @@ import (
 const (
 	SampleJWTSecret = "wsmesh-sample-jwt-secret-change-me-0123456789"
 	SampleAPIKey    = "sample-api-key-change-me"
+	// SampleUpstreamSecret is the committed upstream.secret, shared with
+	// examples/chat so that the example works out of the box.
+	SampleUpstreamSecret = "wsmesh-sample-upstream-secret-change-me-0123456789"
 )
 
 // MinSecretBytes is the shortest jwt_secret accepted on a non-loopback listener.
@@ -36,14 +40,15 @@ const DefaultSource = "built-in defaults"
 
 // Config mirrors config.toml. Field comments give the default.
 type Config struct {
-	Node    Node    `toml:"node"`
-	HTTP    HTTP    `toml:"http"`
-	Cluster Cluster `toml:"cluster"`
-	Auth    Auth    `toml:"auth"`
-	Session Session `toml:"session"`
-	Rooms   Rooms   `toml:"rooms"`
-	Log     Log     `toml:"log"`
-	Admin   Admin   `toml:"admin"`
+	Node     Node     `toml:"node"`
+	HTTP     HTTP     `toml:"http"`
+	Cluster  Cluster  `toml:"cluster"`
+	Auth     Auth     `toml:"auth"`
+	Session  Session  `toml:"session"`
+	Rooms    Rooms    `toml:"rooms"`
+	Upstream Upstream `toml:"upstream"`
+	Log      Log      `toml:"log"`
+	Admin    Admin    `toml:"admin"`
 
 	// Source is the file the config was read from, or DefaultSource.
 	Source string `toml:"-"`
@@ -106,6 +111,18 @@ type Rooms struct {
 	MaxPerSession int `toml:"max_per_session"` // default 100: rooms one session may be in at once
 }
 
+// Upstream is the [upstream] table: client messages and session events
+// to the backend.
+type Upstream struct {
+	URL      string   `toml:"url"`       // default "": off
+	Secret   string   `toml:"secret"`    // required with url: at least 32 bytes, signs every POST
+	Events   []string `toml:"events"`    // default ["message","connect","disconnect"]
+	Timeout  Duration `toml:"timeout"`   // default "5s": one POST
+	RetryFor Duration `toml:"retry_for"` // default "1m": a batch not accepted by then is dropped
+	MaxBatch int      `toml:"max_batch"` // default 100 events per POST
+	Queue    int      `toml:"queue"`     // default 10000 events waiting
+}
+
 // Admin is the [admin] table.
 type Admin struct {
 	// Listen, if set, serves Go's profiler (/debug/pprof/) there; default
@@ -159,7 +176,11 @@ func Default() Config {
 			MaxMessageBytes: 64 << 10,
 			MaxClientRate:   50,
 		},
-		Rooms:  Rooms{MaxPerSession: 100},
+		Rooms: Rooms{MaxPerSession: 100},
+		Upstream: Upstream{
+			Events:  []string{"message", "connect", "disconnect"},
+			Timeout: Duration(5 * time.Second), RetryFor: Duration(time.Minute), MaxBatch: 100, Queue: 10000,
+		},
 		Log:    Log{Level: "info", Format: "auto"},
 		Source: DefaultSource,
 	}
@@ -248,7 +269,7 @@ func (c *Config) validate() error {
 	for _, kv := range []struct {
 		key  string
 		vals []string
-	}{{"auth.jwt_secret", []string{c.Auth.JWTSecret}}, {"auth.api_keys", c.Auth.APIKeys}, {"cluster.secret_keys", c.Cluster.SecretKeys}} {
+	}{{"auth.jwt_secret", []string{c.Auth.JWTSecret}}, {"auth.api_keys", c.Auth.APIKeys}, {"cluster.secret_keys", c.Cluster.SecretKeys}, {"upstream.secret", c.upstreamSecrets()}} {
 		if i := slices.IndexFunc(kv.vals, func(v string) bool { return strings.HasPrefix(v, "REPLACE") }); i >= 0 {
 			placeholders[kv.key] = c.keyErr(kv.key, "is still the example's placeholder %q: set a real value", kv.vals[i])
 		}
@@ -332,6 +353,9 @@ func (c *Config) validate() error {
 	if c.Rooms.MaxPerSession < 1 {
 		return c.keyErr("rooms.max_per_session", "must be at least 1, got %d", c.Rooms.MaxPerSession)
 	}
+	if err := c.validateUpstream(); err != nil {
+		return err
+	}
 	if c.Admin.Listen != "" {
 		if err := checkAddr(c.Admin.Listen); err != nil {
 			return c.keyErr("admin.listen", "%v", err)
@@ -351,6 +375,49 @@ func (c *Config) validate() error {
 		return c.keyErr("log.format", "must be one of auto, json, text, got %q", c.Log.Format)
 	}
 	return c.checkExposure()
+}
+
+// upstreamSecrets is upstream.secret if upstream is on, for the
+// placeholder check: a placeholder in an unused key is no error.
+func (c *Config) upstreamSecrets() []string {
+	if c.Upstream.URL == "" {
+		return nil
+	}
+	return []string{c.Upstream.Secret}
+}
+
+// validateUpstream checks the [upstream] table when upstream.url is set.
+func (c *Config) validateUpstream() error {
+	u := c.Upstream
+	if u.URL == "" {
+		return nil
+	}
+	if p, err := url.Parse(u.URL); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+		return c.keyErr("upstream.url", "must be an http:// or https:// URL, got %q", u.URL)
+	}
+	if len(u.Secret) < MinSecretBytes {
+		return c.keyErr("upstream.secret", "must be at least %d bytes when upstream.url is set, got %d", MinSecretBytes, len(u.Secret))
+	}
+	for _, e := range u.Events {
+		if e != "message" && e != "connect" && e != "disconnect" {
+			return c.keyErr("upstream.events", "unknown event %q: the events are message, connect, disconnect", e)
+		}
+	}
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{{"upstream.timeout", u.Timeout}, {"upstream.retry_for", u.RetryFor}} {
+		if d.v <= 0 {
+			return c.keyErr(d.key, "must be positive, got %s", d.v.D())
+		}
+	}
+	if u.MaxBatch < 1 {
+		return c.keyErr("upstream.max_batch", "must be at least 1, got %d", u.MaxBatch)
+	}
+	if u.Queue < u.MaxBatch {
+		return c.keyErr("upstream.queue", "must be at least upstream.max_batch (%d), got %d", u.MaxBatch, u.Queue)
+	}
+	return nil
 }
 
 // checkExposure refuses weak secrets on a listener reachable from other hosts.
@@ -376,6 +443,9 @@ func (c *Config) exposure() map[string]error {
 		out["auth.jwt_secret"] = c.keyErr("auth.jwt_secret", "is the committed sample secret; %s, so set your own random secret", why)
 	case len(c.Auth.JWTSecret) < MinSecretBytes:
 		out["auth.jwt_secret"] = c.keyErr("auth.jwt_secret", "is %d bytes; %s, so it must be at least %d bytes", len(c.Auth.JWTSecret), why, MinSecretBytes)
+	}
+	if c.Upstream.URL != "" && c.Upstream.Secret == SampleUpstreamSecret {
+		out["upstream.secret"] = c.keyErr("upstream.secret", "is the committed sample secret; %s, so set your own random secret (and the same in your backend)", why)
 	}
 	switch {
 	case len(c.Auth.APIKeys) == 0:

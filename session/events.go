@@ -1,7 +1,9 @@
 package session
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -35,6 +37,12 @@ func (e *events) OnClose(c *gws.Conn, err error) {
 		"code", code, "reason", reason, "duration", time.Since(s.info.Connected).Round(time.Millisecond).String())...)
 	if h.cfg.Observer != nil {
 		h.cfg.Observer.SessionClosed(s.info)
+	}
+	if h.cfg.Upstream != nil {
+		if code == 0 {
+			code = CloseAbnormal
+		}
+		h.cfg.Upstream.Disconnected(s.info, code, reason)
 	}
 }
 
@@ -85,6 +93,8 @@ func (e *events) OnMessage(c *gws.Conn, m *gws.Message) {
 		s.owePong()
 	case "refresh":
 		h.refresh(s, f)
+	case "message":
+		h.message(s, f)
 	case "join":
 		h.clientJoin(s, f)
 	case "leave":
@@ -110,6 +120,34 @@ func (h *Hub) frameIn(c *gws.Conn) *Session {
 			append(s.identity(), "max_client_rate", h.cfg.MaxClientRate)...)
 	}
 	return nil
+}
+
+// message hands a client's message to the Upstream: its "data" must be
+// JSON (any value but null); otherwise, or if there is no backend, or the
+// Upstream refuses it (its queue is full), the client gets an error frame
+// with op "message" and its id, and nothing is sent.
+func (h *Hub) message(s *Session, f clientFrame) {
+	var reason string
+	switch {
+	case len(f.Data) == 0 || string(f.Data) == "null":
+		reason = `no data: a message needs "data", any JSON value but null`
+	case h.cfg.Upstream == nil:
+		reason = "no backend: this node sends client messages nowhere (upstream.url is not set)"
+	}
+	if reason == "" {
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, f.Data); err != nil {
+			reason = "malformed JSON in data"
+		} else if err := h.cfg.Upstream.Message(s.info, f.ID, buf.Bytes()); err != nil {
+			reason = err.Error()
+		}
+	}
+	if reason != "" {
+		h.stats.messagesRefused.Add(1)
+		_ = s.Enqueue(errorFrame("message", f.ID, reason))
+		return
+	}
+	h.stats.messages.Add(1)
 }
 
 // refresh takes a refresh frame's token if it is valid and names the

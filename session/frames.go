@@ -13,6 +13,7 @@ import (
 const (
 	CloseNormal        uint16 = 1000
 	CloseTooLarge      uint16 = 1009
+	CloseAbnormal      uint16 = 1006 // no close frame: the connection was lost or timed out (never sent, reported)
 	CloseInternal      uint16 = 1011 // a bug in the server: it closes this connection only
 	CloseServerRestart uint16 = 1012 // node shutting down: reconnect, to another node
 	CloseEvicted       uint16 = 4000 // a newer login of the same user and device
@@ -143,6 +144,28 @@ func refreshedFrame(expires time.Time) []byte {
 	return append(b, '}')
 }
 
+// AckFrame tells a client that the backend accepted its message id.
+func AckFrame(id string) []byte {
+	b := append([]byte(nil), `{"type":"ack","id":`...)
+	b = appendJSONString(b, id)
+	return append(b, '}')
+}
+
+// ReplyFrame carries the backend's reply data (valid JSON) to the client
+// message id.
+func ReplyFrame(id string, data []byte) []byte {
+	b := make([]byte, 0, 32+len(id)+len(data))
+	b = append(b, `{"type":"reply","id":`...)
+	b = appendJSONString(b, id)
+	b = append(b, `,"data":`...)
+	b = append(b, data...)
+	return append(b, '}')
+}
+
+// ErrorFrame is errorFrame for other packages: a client request (op)
+// refused without closing.
+func ErrorFrame(op, id, reason string) []byte { return errorFrame(op, id, reason) }
+
 // errorFrame answers a client request refused without closing: op is
 // what the client asked (join, leave, message, refresh), id the client's
 // own id for it, if it gave one.
@@ -166,7 +189,8 @@ type clientFrame struct {
 	Token string // "token" of a refresh
 	Room  string // "room" of a join or leave
 
-	roomNotString bool // "room" is there but not a string: the join or leave is refused
+	roomNotString bool            // "room" is there but not a string: the join or leave is refused
+	Data          json.RawMessage // "data" of a message, raw
 }
 
 // parseClientFrame decodes a client's text frame: its "type", and the
@@ -190,6 +214,7 @@ func parseClientFrame(b []byte) (clientFrame, error) {
 	if raw, ok := fields["room"]; ok && !jsonString(raw, &f.Room) {
 		f.roomNotString = true
 	}
+	f.Data = fields["data"]
 	if raw, ok := fields["token"]; ok {
 		jsonString(raw, &f.Token) // not a string: no token, which a refresh refuses ("token missing")
 	}

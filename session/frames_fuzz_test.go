@@ -2,6 +2,7 @@ package session
 
 import (
 	"encoding/json"
+	"reflect"
 	"testing"
 	"unicode/utf8"
 )
@@ -13,6 +14,7 @@ func FuzzParseClientFrame(f *testing.F) {
 	for _, s := range []string{
 		`{"type":"ping"}`, `{"type":"ping","id":"c-1","data":{"a":[1,2,{"b":null}]}}`,
 		`{"type":"PING"}`, `{"TYPE":"ping"}`, `{"Type":"ping"}`, `{"type":"p\u0069ng"}`,
+		`{"type":"message","id":"c-1","data":{"to":"b"}}`, `{"type":"message","data":null}`, `{"type":"message","id":7,"data":[1,2]}`,
 		`{"type":1}`, `{"type":null}`, `{"type":"ping","type":"pong"}`, `["ping"]`, `"ping"`,
 		`{"type":"ping"} trailing`, `{"type":"ping"`, ``, `null`, "{\"type\":\"\xff\"}",
 		`{"type":"` + string(make([]byte, 300)) + `"}`, `[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]`,
@@ -22,7 +24,7 @@ func FuzzParseClientFrame(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		fr, err := parseClientFrame(b)
 		if err != nil {
-			if fr != (clientFrame{}) {
+			if !reflect.DeepEqual(fr, clientFrame{}) {
 				t.Fatalf("error %v with a frame %+v", err, fr)
 			}
 			return

@@ -47,6 +47,7 @@ type Config struct {
 	TrustedProxies     realip.Proxies // whose X-Forwarded-For names the client in logs; default none
 	Auth               *Authenticator
 	Observer           Observer      // default: none
+	Upstream           Upstream      // client messages and session lifecycle for the backend; nil: messages answered with an error frame
 	Clock              func() uint64 // stamps logins, strictly increasing; called with a registry lock held (LOCKS.md); default: a local counter
 	Logger             *slog.Logger  // default: slog.Default()
 }
@@ -66,6 +67,22 @@ type Observer interface {
 	SessionOpened(Info)
 	SessionClosed(Info)
 	RoomChanged(room string, members int)
+}
+
+// Upstream hears what clients send and how their sessions begin and end,
+// for the backend (package upstream). Calls for one session come in the
+// order things happened to it: Connected first, from the upgrade, then
+// its messages and Disconnected, from its read loop. They must not block.
+type Upstream interface {
+	Connected(Info)
+	// Message is a client's {"type":"message"} frame: id is the client's
+	// own id for it ("" if none), data its "data", compact JSON. A non-nil
+	// error is answered with an error frame whose reason is its text; the
+	// session stays.
+	Message(i Info, id string, data []byte) error
+	// Disconnected: the session ended with code (1006 when no close
+	// frame was exchanged) and reason.
+	Disconnected(i Info, code uint16, reason string)
 }
 
 // Hub holds this node's sessions. It is an http.Handler for GET /ws.
@@ -142,39 +159,44 @@ func New(cfg Config) (*Hub, error) {
 type hubStats struct {
 	upgrades, authFailures, evictions, slowConsumers, closed, refused, clientFrames atomic.Uint64
 	expired, refreshes, refreshesRefused, kicked, tooMany                           atomic.Uint64
+	messages, messagesRefused                                                       atomic.Uint64
 }
 
 // Stats are running totals since the hub started, for metrics.
 type Stats struct {
-	Upgrades      uint64 // WebSocket upgrades completed, refused tokens included
-	AuthFailures  uint64 // upgrades closed with 4001
-	Evictions     uint64 // sessions closed with 4000 (newer login here or elsewhere)
-	SlowConsumers uint64 // sessions closed with 4002 (send queue overflowed)
-	Closed        uint64 // sessions ended, for any reason
-	Refused       uint64 // upgrades refused with 503: MaxConnections reached
-	ClientFrames  uint64 // frames read from clients: messages, pings and pongs
-	Expired       uint64 // sessions closed with 4001 "token expired"
-	Refreshes     uint64 // in-band token refreshes taken
-	RefreshFailed uint64 // in-band token refreshes refused (an error frame)
-	Kicked        uint64 // sessions closed with 4003 (Disconnect)
-	TooMany       uint64 // sessions closed with 4008 (over MaxClientRate)
+	Upgrades        uint64 // WebSocket upgrades completed, refused tokens included
+	AuthFailures    uint64 // upgrades closed with 4001
+	Evictions       uint64 // sessions closed with 4000 (newer login here or elsewhere)
+	SlowConsumers   uint64 // sessions closed with 4002 (send queue overflowed)
+	Closed          uint64 // sessions ended, for any reason
+	Refused         uint64 // upgrades refused with 503: MaxConnections reached
+	ClientFrames    uint64 // frames read from clients: messages, pings and pongs
+	Expired         uint64 // sessions closed with 4001 "token expired"
+	Refreshes       uint64 // in-band token refreshes taken
+	RefreshFailed   uint64 // in-band token refreshes refused (an error frame)
+	Kicked          uint64 // sessions closed with 4003 (Disconnect)
+	TooMany         uint64 // sessions closed with 4008 (over MaxClientRate)
+	Messages        uint64 // client messages handed to the Upstream
+	MessagesRefused uint64 // client messages answered with an error frame (bad data, no backend, queue full)
 }
 
 // Stats returns the running totals.
 func (h *Hub) Stats() Stats {
 	return Stats{
-		Upgrades:      h.stats.upgrades.Load(),
-		AuthFailures:  h.stats.authFailures.Load(),
-		Evictions:     h.stats.evictions.Load(),
-		SlowConsumers: h.stats.slowConsumers.Load(),
-		Closed:        h.stats.closed.Load(),
-		Refused:       h.stats.refused.Load(),
-		ClientFrames:  h.stats.clientFrames.Load(),
-		Expired:       h.stats.expired.Load(),
-		Refreshes:     h.stats.refreshes.Load(),
-		RefreshFailed: h.stats.refreshesRefused.Load(),
-		Kicked:        h.stats.kicked.Load(),
-		TooMany:       h.stats.tooMany.Load(),
+		Upgrades:        h.stats.upgrades.Load(),
+		AuthFailures:    h.stats.authFailures.Load(),
+		Evictions:       h.stats.evictions.Load(),
+		SlowConsumers:   h.stats.slowConsumers.Load(),
+		Closed:          h.stats.closed.Load(),
+		Refused:         h.stats.refused.Load(),
+		ClientFrames:    h.stats.clientFrames.Load(),
+		Expired:         h.stats.expired.Load(),
+		Refreshes:       h.stats.refreshes.Load(),
+		RefreshFailed:   h.stats.refreshesRefused.Load(),
+		Kicked:          h.stats.kicked.Load(),
+		TooMany:         h.stats.tooMany.Load(),
+		Messages:        h.stats.messages.Load(),
+		MessagesRefused: h.stats.messagesRefused.Load(),
 	}
 }
 

@@ -135,6 +135,9 @@ func (h *Hub) open(s *Session, id Identity) {
 	if h.cfg.Observer != nil {
 		h.cfg.Observer.SessionOpened(s.info)
 	}
+	if h.cfg.Upstream != nil {
+		h.cfg.Upstream.Connected(s.info)
+	}
 	// Write the welcome (and whatever came after it) on this goroutine,
 	// unless a message started a writer already: a fresh connection's
 	// socket buffer takes it without blocking, and no goroutine is

@@ -9,6 +9,8 @@
 //   mesh.on('state', (state) => console.log(state));
 //   mesh.on('evicted', () => alert('signed in elsewhere'));
 //   mesh.on('welcome', (s) => console.log('session', s.session, 'on', s.node));
+//   await mesh.join('live:42'); // rejects with err.reason, e.g. "not allowed"
+//   mesh.on('message', (data, id, frame) => { if (frame.room) showComment(frame.room, data); });
 //   // later: mesh.close();
 //
 // What it does with the server's close codes:
@@ -62,6 +64,53 @@
 // expired" and the client reconnects with a fresh token (see above).
 // Without getToken nothing is refreshed by itself; refresh() sends the token
 // given to setToken.
+//
+// Rooms: join(room) and leave(room) send {"type":"join"|"leave","room","id"}
+// and return a Promise that resolves (with the room) on the server's
+// {"type":"joined"|"left","room"} and rejects on {"type":"error","op":"join"
+// |"leave","id"} (err.reason is the server's: "not allowed", "bad room name:
+// ...", "too many rooms ..."). The answers carry no id: joined/left settle
+// the oldest request sent for that room (the server answers in order), the
+// error frame the request with its id. Without a session (before connect(),
+// between a drop and the next welcome) a request waits and is sent after the
+// next welcome; one in flight when the socket drops is sent again then (join
+// and leave are idempotent). A request still waiting when the client stops
+// (evicted, kicked, unauthorized, close()) rejects, and so does one made
+// while it is stopped.
+//
+// mesh.rooms is the set of rooms the server confirmed: every joined frame
+// adds its room, the ones the client asked for and the ones the backend put
+// it in (POST /rooms/join) alike, and every left frame removes it. Each
+// change fires "joined" or "left" (see the class comment).
+//
+// Re-join rules. Membership belongs to a connection: a new one starts in no
+// room. After a reconnect the client joins again, once the new welcome
+// arrives, every room it joined itself (with join()) and has not left; they
+// stay in mesh.rooms meanwhile, and "joined" fires again with source
+// "rejoin". A re-join the server refuses (the new token's rooms claim no
+// longer allows it, too many rooms) drops the room: "left" with source
+// "refused" and the server's reason. Rooms the backend joined the client to
+// are not re-joined: they leave mesh.rooms when the socket drops ("left",
+// source "reconnect") and the backend joins the new session again if it
+// wants to (its upstream "connect" event says when). Why not re-join them
+// too: the token's rooms claim is what the client may join by itself, and a
+// backend join is the backend's decision beyond it. Re-joining would be
+// refused ("not allowed") when the claim does not cover the room, and when
+// it does, it would bring back a membership the backend may have ended
+// while the client was away (a POST /rooms/leave then reached no session).
+// A room both asked for by the client and joined by the backend counts as
+// the client's; a backend "left" of any room ends it, re-join included.
+// Nothing is re-joined after an eviction (4000), a kick (4003), a refused
+// token (4001 with no reconnect) or close(): mesh.rooms is cleared ("left"
+// with source "evicted", "kicked", "unauthorized" or "closed") and a later
+// connect() starts in no room.
+//
+// Room messages come through the same "message" event as direct ones,
+// message(data, id, frame), with frame.room set to the room; a direct
+// message or a POST /broadcast has no frame.room. One event, not a second
+// one for rooms: apps that already listen to "message" keep getting every
+// message (the backend may put them in rooms), and nobody handles a room
+// message twice. The third argument stays the frame, as it was.
 //
 // Every reconnect tries the next URL in the list (round robin), so a list of
 // nodes, or one URL behind a load balancer, both work. Heartbeat: every
@@ -167,7 +216,21 @@ export function refreshDelay(remaining, margin) {
  *
  * Events, through mesh.on(type, fn) (returns a function that removes it) or
  * a property mesh['on' + type] = fn:
- *   message(data, id, frame)   a {"type":"message"} frame
+ *   message(data, id, frame)   a {"type":"message"} frame; frame.room is
+ *                              the room of a room message (POST /publish),
+ *                              absent for a direct message or a broadcast
+ *   joined(room, {source})     the server confirmed the client is in room;
+ *                              source: "client" (join()), "backend" (not
+ *                              asked: POST /rooms/join), "rejoin" (joined
+ *                              again after a reconnect)
+ *   left(room, {source, reason?})   room left mesh.rooms (or a leave() was
+ *                              answered); source: "client" (leave()),
+ *                              "backend" (not asked: POST /rooms/leave),
+ *                              "refused" (a re-join was refused: reason is
+ *                              the server's), "reconnect" (a backend-joined
+ *                              room, dropped with its connection), or why the
+ *                              client stopped: "evicted", "kicked",
+ *                              "unauthorized", "closed"
  *   open({url})                a socket opened; url is the node's URL (no token)
  *   close({code, reason, wasClean, reconnect, delay})
  *                              a socket closed (code 1006 for network errors,
@@ -265,6 +328,9 @@ export class WsMesh {
     this._evictedSeen = false;
     this._refreshing = false; // a refresh is being sent or awaits its answer
     this._refreshFailures = 0; // failed refreshes since the last success or welcome
+    this._rooms = new Map(); // room -> {own}: mesh.rooms; own: joined by join() (re-joined after a reconnect)
+    this._requests = []; // join/leave requests without an answer, in the order sent (see _sendRequest)
+    this._requestSeq = 0;
     if (o.autoConnect !== false) this.connect();
   }
 
@@ -310,6 +376,139 @@ export class WsMesh {
     this._refresh();
   }
 
+  /**
+   * The rooms the client is in, as the server confirmed them, in the order
+   * joined: a new Set each time (changing it changes nothing). Kept across
+   * reconnects (see "Re-join rules" in the file comment), empty once the
+   * client stopped.
+   */
+  get rooms() {
+    return new Set(this._rooms.keys());
+  }
+
+  /**
+   * Joins room. Returns a Promise that resolves with room once the server
+   * answers joined, and rejects with an Error whose reason is the server's
+   * (err.op "join", err.room) if it refuses. Without a session the request
+   * waits for the next welcome; it rejects if the client stops first, or at
+   * once if it is stopped (evicted, kicked, unauthorized, closed).
+   */
+  join(room) {
+    return this._roomRequest('join', room);
+  }
+
+  /**
+   * Leaves room: like join(), settled by the server's left (also answered
+   * for a room the client is not in). The room is not re-joined after a
+   * reconnect, even if the answer comes only after it.
+   */
+  leave(room) {
+    return this._roomRequest('leave', room);
+  }
+
+  _roomRequest(op, room) {
+    if (typeof room !== 'string' || room === '') {
+      return Promise.reject(roomError(op, room, 'bad room name: ' + (typeof room === 'string' ? 'empty' : 'not a string')));
+    }
+    if (stopped(this.state)) return Promise.reject(roomError(op, room, 'not connected: ' + this.state));
+    return new Promise((resolve, reject) => {
+      const req = { id: op + '-' + ++this._requestSeq, op, room, source: 'client', resolve, reject, sent: false };
+      this._requests.push(req);
+      if (this.session) this._sendRequest(req);
+    });
+  }
+
+  // _sendRequest sends req on the open session's socket, if there is one;
+  // else, or if the send fails (a close event follows), it waits for the
+  // next welcome (_rejoin).
+  _sendRequest(req) {
+    const ws = this._ws;
+    if (!ws || !this.session) return;
+    try {
+      ws.send(JSON.stringify({ type: req.op, room: req.room, id: req.id }));
+      req.sent = true;
+    } catch (err) {
+      // sent after the next welcome
+    }
+  }
+
+  // _takeRequest removes and returns the oldest sent request that match
+  // accepts, or null.
+  _takeRequest(match) {
+    const i = this._requests.findIndex((r) => r.sent && match(r));
+    return i < 0 ? null : this._requests.splice(i, 1)[0];
+  }
+
+  _joined(room) {
+    const req = this._takeRequest((r) => r.op === 'join' && r.room === room);
+    const source = req ? req.source : 'backend';
+    const had = this._rooms.get(room);
+    this._rooms.set(room, { own: source !== 'backend' || !!(had && had.own) });
+    if (req && req.resolve) req.resolve(room);
+    this._emit('joined', room, { source });
+  }
+
+  _left(room) {
+    const req = this._takeRequest((r) => r.op === 'leave' && r.room === room);
+    this._rooms.delete(room);
+    if (req) req.resolve(room);
+    this._emit('left', room, { source: req ? 'client' : 'backend' });
+  }
+
+  // _roomRefused settles the request an error frame answers; false if
+  // it answers none of them.
+  _roomRefused(f) {
+    const req = typeof f.id === 'string' ? this._takeRequest((r) => r.id === f.id && r.op === f.op) : null;
+    if (!req) return false;
+    const reason = typeof f.reason === 'string' && f.reason ? f.reason : 'refused';
+    if (req.source === 'rejoin') {
+      if (this._rooms.delete(req.room)) this._emit('left', req.room, { source: 'refused', reason });
+    } else {
+      req.reject(roomError(req.op, req.room, reason));
+    }
+    return true;
+  }
+
+  // _rejoin runs at a welcome: it joins again the rooms the client joined
+  // itself, then sends the app's waiting requests in the order made. A
+  // room with a request of the app waiting is left to that request.
+  _rejoin() {
+    const waiting = new Set(this._requests.map((r) => r.room));
+    const rejoins = [];
+    for (const [room, m] of this._rooms) {
+      if (m.own && !waiting.has(room)) rejoins.push({ id: 'join-' + ++this._requestSeq, op: 'join', room, source: 'rejoin', sent: false });
+    }
+    this._requests = rejoins.concat(this._requests);
+    for (const req of this._requests.slice()) {
+      if (!req.sent) this._sendRequest(req);
+    }
+  }
+
+  // _roomsAfterClose updates rooms and requests when a socket has gone.
+  // stop: why the client stopped ("evicted", "kicked", "unauthorized",
+  // "closed"): every room is dropped and every request rejects. Else a
+  // reconnect follows: backend-joined rooms are dropped, re-joins are
+  // forgotten (the next welcome makes them again) and the app's requests
+  // wait for the next welcome.
+  _roomsAfterClose(stop) {
+    if (stop) {
+      const reqs = this._requests;
+      this._requests = [];
+      for (const req of reqs) {
+        if (req.reject) req.reject(roomError(req.op, req.room, stop));
+      }
+    } else {
+      this._requests = this._requests.filter((r) => r.source !== 'rejoin');
+      for (const req of this._requests) req.sent = false;
+    }
+    for (const [room, m] of Array.from(this._rooms)) {
+      if (stop || !m.own) {
+        this._rooms.delete(room);
+        this._emit('left', room, { source: stop || 'reconnect' });
+      }
+    }
+  }
+
   /** Closes the socket with 1000 and stops every timer; no reconnect. */
   close() {
     this._gen++;
@@ -328,6 +527,7 @@ export class WsMesh {
       }
     }
     this._setState('closed');
+    this._roomsAfterClose('closed');
   }
 
   _emit(type) {
@@ -467,10 +667,20 @@ export class WsMesh {
         case 'refreshed':
           this._refreshed(f);
           break;
+        case 'joined':
+        case 'left':
+          if (typeof f.room !== 'string') {
+            this._emit('frame', f);
+          } else if (f.type === 'joined') {
+            this._joined(f.room);
+          } else {
+            this._left(f.room);
+          }
+          break;
         case 'error':
           if (f.op === 'refresh' && this._refreshing) {
             this._refreshFailed(gen, f.reason || 'refused');
-          } else {
+          } else if (!((f.op === 'join' || f.op === 'leave') && this._roomRefused(f))) {
             this._emit('frame', f);
           }
           break;
@@ -518,6 +728,7 @@ export class WsMesh {
     this._refreshFailures = 0;
     this._clearTimer('refreshWait');
     this._scheduleRefresh();
+    this._rejoin(); // before the event: a listener's join() goes out after the re-joins
     this._emit('welcome', this.session);
   }
 
@@ -625,6 +836,7 @@ export class WsMesh {
     this._evictedSeen = true;
     this._clearAllTimers(); // no heartbeat deadline on a socket being evicted
     this._setState('evicted');
+    this._roomsAfterClose('evicted'); // the server took the session out of its rooms
     this._emit('evicted', { reason });
   }
 
@@ -643,6 +855,7 @@ export class WsMesh {
     if (code === CloseCode.KICKED) {
       this.url = null;
       this._setState('kicked');
+      this._roomsAfterClose('kicked');
       this._emit('kicked', { reason });
       this._emit('close', { code, reason, wasClean, reconnect: false, delay: 0 });
       return;
@@ -654,6 +867,7 @@ export class WsMesh {
     if (code === CloseCode.UNAUTHORIZED && !(hadSession && this.options.getToken)) {
       this.url = null;
       this._setState('unauthorized');
+      this._roomsAfterClose('unauthorized');
       this._emit('unauthorized', { reason });
       this._emit('close', { code, reason, wasClean, reconnect: false, delay: 0 });
       return;
@@ -671,10 +885,25 @@ export class WsMesh {
     this._index = (this._index + 1) % this.urls.length;
     const next = this.urls[this._index];
     this._setState('reconnecting');
+    this._roomsAfterClose(null);
     this._emit('close', { code, reason, wasClean, reconnect: true, delay });
     this._emit('reconnect', { attempt: this.attempt, delay, url: next });
     this._setTimer('reconnect', delay, () => this._dial('reconnecting'));
   }
+}
+
+// stopped tells whether the client stays down until connect().
+function stopped(state) {
+  return state === 'closed' || state === 'evicted' || state === 'kicked' || state === 'unauthorized';
+}
+
+// roomError is what a join or leave rejects with.
+function roomError(op, room, reason) {
+  const err = new Error(op + ' ' + JSON.stringify(room) + ': ' + reason);
+  err.op = op;
+  err.room = room;
+  err.reason = reason;
+  return err;
 }
 
 function detach(ws) {

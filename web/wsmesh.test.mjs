@@ -109,7 +109,7 @@ function setup(opts = {}, urls = ['ws://n1/ws', 'ws://n2/ws', 'ws://n3/ws']) {
     random: () => 0.5,
     ...opts,
   });
-  for (const type of ['open', 'close', 'state', 'reconnect', 'evicted', 'unauthorized', 'kicked', 'welcome', 'refreshed', 'message', 'pong', 'error']) {
+  for (const type of ['open', 'close', 'state', 'reconnect', 'evicted', 'unauthorized', 'kicked', 'welcome', 'refreshed', 'message', 'pong', 'error', 'frame', 'joined', 'left']) {
     mesh.on(type, (...args) => events.push([type, ...args]));
   }
   const last = () => sockets[sockets.length - 1];
@@ -767,3 +767,271 @@ test('refresh: option refresh false turns it off; refresh() before a welcome doe
   assert.equal(refreshes(ws).length, 0);
   mesh.close();
 });
+
+// Rooms.
+
+// roomFrames returns the join and leave frames a socket sent, parsed.
+function roomFrames(ws) {
+  return ws.sent.map((d) => JSON.parse(d)).filter((f) => f.type === 'join' || f.type === 'leave');
+}
+
+// opened builds a client whose first socket is open with a session.
+function opened(opts, urls) {
+  const s = setup({ heartbeat: 0, ...opts }, urls);
+  s.last().serverOpen();
+  s.last().serverSend(welcome(s.clock, 's-1', 3600));
+  return s;
+}
+
+// settled tells how a promise ended, after pending callbacks ran.
+async function settled(p) {
+  let out = ['pending'];
+  p.then(
+    (v) => (out = ['resolved', v]),
+    (e) => (out = ['rejected', e])
+  );
+  await flush();
+  return out;
+}
+
+test('rooms: join and leave send an id, resolve on joined/left, and keep mesh.rooms', async () => {
+  const { mesh, last, of } = opened();
+  const ws = last();
+  const j1 = mesh.join('live:1');
+  const j2 = mesh.join('news');
+  const sent = roomFrames(ws);
+  assert.deepEqual(sent.map((f) => [f.type, f.room]), [['join', 'live:1'], ['join', 'news']]);
+  assert.equal(typeof sent[0].id, 'string');
+  assert.notEqual(sent[0].id, sent[1].id, 'each request has its own id');
+  assert.deepEqual(await settled(j1), ['pending'], 'nothing before the answer');
+  assert.deepEqual([...mesh.rooms], [], 'mesh.rooms holds what the server confirmed only');
+  ws.serverSend({ type: 'joined', room: 'live:1' });
+  ws.serverSend({ type: 'joined', room: 'news' });
+  assert.deepEqual(await settled(j1), ['resolved', 'live:1']);
+  assert.deepEqual(await settled(j2), ['resolved', 'news']);
+  assert.deepEqual([...mesh.rooms], ['live:1', 'news']);
+  assert.deepEqual(of('joined').map((e) => e.slice(1)), [['live:1', { source: 'client' }], ['news', { source: 'client' }]]);
+  mesh.rooms.clear(); // a copy: changing it changes nothing
+  assert.equal(mesh.rooms.size, 2);
+
+  const l = mesh.leave('live:1');
+  assert.deepEqual(roomFrames(ws).at(-1).type, 'leave');
+  ws.serverSend({ type: 'left', room: 'live:1' });
+  assert.deepEqual(await settled(l), ['resolved', 'live:1']);
+  assert.deepEqual([...mesh.rooms], ['news']);
+  assert.deepEqual(of('left').map((e) => e.slice(1)), [['live:1', { source: 'client' }]]);
+  assert.equal(of('frame').length, 0, 'joined and left are handled, not passed on');
+  mesh.close();
+});
+
+test('rooms: an error frame for the request\'s id rejects it with the server\'s reason', async () => {
+  const { mesh, last, of } = opened();
+  const ws = last();
+  const bad = mesh.join('sports');
+  const ok = mesh.join('live:1');
+  const [fBad, fOk] = roomFrames(ws);
+  ws.serverSend({ type: 'error', op: 'join', id: fBad.id, reason: 'not allowed' });
+  ws.serverSend({ type: 'joined', room: 'live:1' });
+  const [how, err] = await settled(bad);
+  assert.equal(how, 'rejected');
+  assert.ok(err instanceof Error);
+  assert.deepEqual([err.op, err.room, err.reason], ['join', 'sports', 'not allowed']);
+  assert.match(err.message, /not allowed/);
+  assert.deepEqual(await settled(ok), ['resolved', 'live:1']);
+  assert.deepEqual([...mesh.rooms], ['live:1']);
+  assert.equal(of('joined').length, 1);
+
+  const full = mesh.join('live:2');
+  ws.serverSend({ type: 'error', op: 'join', id: roomFrames(ws).at(-1).id, reason: 'too many rooms (max_per_session is 1)' });
+  assert.match((await settled(full))[1].reason, /^too many rooms/);
+  const l = mesh.leave('has space');
+  ws.serverSend({ type: 'error', op: 'leave', id: roomFrames(ws).at(-1).id, reason: 'bad room name: byte 3 is 0x20' });
+  assert.equal((await settled(l))[1].op, 'leave');
+  // An error frame answering none of them is passed on as a frame.
+  ws.serverSend({ type: 'error', op: 'join', id: 'not-ours', reason: 'x' });
+  assert.equal(of('frame').length, 1);
+  // Not a room name at all: rejected without asking the server.
+  const sentBefore = ws.sent.length;
+  assert.match((await settled(mesh.join('')))[1].reason, /^bad room name/);
+  assert.match((await settled(mesh.join(42)))[1].reason, /^bad room name/);
+  assert.equal(ws.sent.length, sentBefore);
+  assert.deepEqual([...mesh.rooms], ['live:1']);
+  mesh.close();
+});
+
+test('rooms: requests made without a session wait for the welcome', async () => {
+  const { FakeWebSocket, sockets } = fakeSockets();
+  const clock = new FakeClock(T0);
+  const mesh = new WsMesh('ws://n1/ws', { token: 'T', WebSocket: FakeWebSocket, timers: clock, heartbeat: 0, autoConnect: false });
+  const j = mesh.join('live:1'); // idle: connect() comes later
+  mesh.connect();
+  const ws = sockets[0];
+  ws.serverOpen();
+  assert.equal(roomFrames(ws).length, 0, 'not before the welcome');
+  ws.serverSend(welcome(clock, 's-1', 3600));
+  assert.deepEqual(roomFrames(ws).map((f) => [f.type, f.room]), [['join', 'live:1']]);
+  ws.serverSend({ type: 'joined', room: 'live:1' });
+  assert.deepEqual(await settled(j), ['resolved', 'live:1']);
+  mesh.close();
+});
+
+test('rooms: the backend\'s joined and left change mesh.rooms too', async () => {
+  const { mesh, last, of } = opened();
+  const ws = last();
+  ws.serverSend({ type: 'joined', room: 'notice:42' });
+  assert.deepEqual([...mesh.rooms], ['notice:42']);
+  assert.deepEqual(of('joined').at(-1).slice(1), ['notice:42', { source: 'backend' }]);
+  ws.serverSend({ type: 'left', room: 'notice:42' });
+  assert.deepEqual([...mesh.rooms], []);
+  assert.deepEqual(of('left').at(-1).slice(1), ['notice:42', { source: 'backend' }]);
+  // A left for a room the client is not in (the server answers those too) changes nothing.
+  ws.serverSend({ type: 'left', room: 'never' });
+  assert.deepEqual([...mesh.rooms], []);
+  // Malformed: passed on as frames.
+  ws.serverSend({ type: 'joined' });
+  assert.equal(of('frame').length, 1);
+  mesh.close();
+});
+
+test('rooms: messages carry frame.room; direct messages and broadcasts do not', () => {
+  const { mesh, last } = opened();
+  const got = [];
+  mesh.onmessage = (data, id, frame) => got.push([data, id, frame.room]);
+  last().serverSend({ type: 'message', id: 'm1', data: { text: 'hi' }, room: 'live:1' });
+  last().serverSend({ type: 'message', id: 'm2', data: 'direct' });
+  assert.deepEqual(got, [
+    [{ text: 'hi' }, 'm1', 'live:1'],
+    ['direct', 'm2', undefined],
+  ]);
+  mesh.close();
+});
+
+// joinAll joins rooms on ws and answers them.
+async function joinAll(mesh, ws, rooms) {
+  const ps = rooms.map((r) => mesh.join(r));
+  for (const r of rooms) ws.serverSend({ type: 'joined', room: r });
+  await Promise.all(ps);
+}
+
+for (const [name, code] of [['1012', CloseCode.SERVER_RESTART], ['1006', CloseCode.ABNORMAL], ['4001 token expired with getToken', CloseCode.UNAUTHORIZED]]) {
+  test(`rooms: after a reconnect (${name}) the client's own rooms are joined again once the welcome arrives; the backend's are dropped`, async () => {
+    const { mesh, clock, sockets, last, of } = setup({ token: undefined, getToken: () => 'tok', heartbeat: 0, random: () => 0 });
+    await flush();
+    const ws = last();
+    ws.serverOpen();
+    ws.serverSend(welcome(clock, 's-1', 3600));
+    await joinAll(mesh, ws, ['live:1', 'news']);
+    ws.serverSend({ type: 'joined', room: 'notice:42' }); // by the backend
+    ws.serverSend({ type: 'joined', room: 'news' }); // the backend joins an own room: still own
+    assert.deepEqual([...mesh.rooms], ['live:1', 'news', 'notice:42']);
+    ws.serverClose(code, 'bye');
+    assert.equal(mesh.state, 'reconnecting');
+    assert.deepEqual([...mesh.rooms], ['live:1', 'news'], 'own rooms stay while reconnecting, the backend\'s go');
+    assert.deepEqual(of('left').map((e) => e.slice(1)), [['notice:42', { source: 'reconnect' }]]);
+    clock.advance(of('reconnect').at(-1)[1].delay);
+    await flush();
+    assert.equal(sockets.length, 2);
+    const ws2 = last();
+    ws2.serverOpen();
+    assert.equal(roomFrames(ws2).length, 0, 'nothing before the welcome');
+    const seen = [];
+    mesh.on('welcome', () => seen.push(roomFrames(ws2).map((f) => f.room)));
+    ws2.serverSend(welcome(clock, 's-2', 3600));
+    assert.deepEqual(seen, [['live:1', 'news']], 'sent before the welcome event, in the order joined');
+    assert.deepEqual(roomFrames(ws2).map((f) => f.type), ['join', 'join']);
+    ws2.serverSend({ type: 'joined', room: 'live:1' });
+    ws2.serverSend({ type: 'joined', room: 'news' });
+    assert.deepEqual(of('joined').slice(-2).map((e) => e.slice(1)), [['live:1', { source: 'rejoin' }], ['news', { source: 'rejoin' }]]);
+    assert.deepEqual([...mesh.rooms], ['live:1', 'news']);
+    // A second reconnect re-joins them again: they are still the client's own.
+    ws2.serverClose(1006);
+    clock.advance(of('reconnect').at(-1)[1].delay);
+    await flush();
+    last().serverOpen();
+    last().serverSend(welcome(clock, 's-3', 3600));
+    assert.deepEqual(roomFrames(last()).map((f) => f.room), ['live:1', 'news']);
+    mesh.close();
+  });
+}
+
+test('rooms: a refused re-join drops the room; requests cut off by a drop are sent again; a leave while away wins over the re-join', async () => {
+  const { mesh, clock, last, of } = opened({ random: () => 0 });
+  const ws = last();
+  await joinAll(mesh, ws, ['a', 'b', 'c']);
+  const inFlight = mesh.join('d'); // the socket drops before the answer
+  ws.serverClose(1006);
+  const away = mesh.leave('c'); // no session: waits
+  const later = mesh.join('e');
+  clock.advance(of('reconnect').at(-1)[1].delay);
+  const ws2 = last();
+  ws2.serverOpen();
+  ws2.serverSend(welcome(clock, 's-2', 3600));
+  assert.deepEqual(roomFrames(ws2).map((f) => f.type + ' ' + f.room), ['join a', 'join b', 'join d', 'leave c', 'join e'], 're-joins first, then the app\'s requests in order; c is not re-joined');
+  const ids = roomFrames(ws2).map((f) => f.id);
+  assert.equal(new Set(ids).size, ids.length, 'fresh ids');
+  ws2.serverSend({ type: 'joined', room: 'a' });
+  ws2.serverSend({ type: 'error', op: 'join', id: ids[1], reason: 'not allowed' }); // b: the new token does not allow it
+  ws2.serverSend({ type: 'joined', room: 'd' });
+  ws2.serverSend({ type: 'left', room: 'c' });
+  ws2.serverSend({ type: 'joined', room: 'e' });
+  assert.deepEqual(of('left').map((e) => e.slice(1)), [
+    ['b', { source: 'refused', reason: 'not allowed' }],
+    ['c', { source: 'client' }],
+  ]);
+  assert.deepEqual(await settled(inFlight), ['resolved', 'd']);
+  assert.deepEqual(await settled(away), ['resolved', 'c']);
+  assert.deepEqual(await settled(later), ['resolved', 'e']);
+  assert.deepEqual([...mesh.rooms], ['a', 'd', 'e']);
+  assert.equal(of('error').length, 0);
+  mesh.close();
+});
+
+test('rooms: a room the backend took the client out of is not re-joined', () => {
+  const { mesh, clock, last, of } = opened({ random: () => 0 });
+  const ws = last();
+  mesh.join('a');
+  mesh.join('b');
+  ws.serverSend({ type: 'joined', room: 'a' });
+  ws.serverSend({ type: 'joined', room: 'b' });
+  ws.serverSend({ type: 'left', room: 'a' }); // POST /rooms/leave
+  ws.serverClose(1012);
+  clock.advance(of('reconnect').at(-1)[1].delay);
+  last().serverOpen();
+  last().serverSend(welcome(clock, 's-2', 3600));
+  assert.deepEqual(roomFrames(last()).map((f) => f.room), ['b']);
+  mesh.close();
+});
+
+for (const [name, stop, state] of [
+  ['an evicted frame', (ws) => ws.serverSend({ type: 'evicted', reason: 'duplicate_login' }), 'evicted'],
+  ['4000', (ws) => ws.serverClose(CloseCode.EVICTED, 'evicted by a newer login'), 'evicted'],
+  ['4003', (ws) => ws.serverClose(CloseCode.KICKED, 'signed out'), 'kicked'],
+  ['4001 at connect', (ws) => ws.serverClose(CloseCode.UNAUTHORIZED, 'token expired'), 'unauthorized'],
+  ['close()', (ws, mesh) => mesh.close(), 'closed'],
+]) {
+  test(`rooms: after ${name} nothing is re-joined: mesh.rooms is cleared and waiting requests reject`, async () => {
+    const { mesh, clock, sockets, last, of } = opened({ random: () => 0 });
+    const ws = last();
+    await joinAll(mesh, ws, ['live:1']);
+    ws.serverSend({ type: 'joined', room: 'notice:42' });
+    const waiting = mesh.join('live:2');
+    stop(ws, mesh);
+    if (state === 'evicted') ws.serverClose(CloseCode.EVICTED, 'evicted by a newer login');
+    assert.equal(mesh.state, state);
+    assert.deepEqual([...mesh.rooms], []);
+    assert.deepEqual(of('left').map((e) => e.slice(1)), [['live:1', { source: state }], ['notice:42', { source: state }]]);
+    const [how, err] = await settled(waiting);
+    assert.deepEqual([how, err.op, err.room, err.reason], ['rejected', 'join', 'live:2', state]);
+    const [how2, err2] = await settled(mesh.join('live:3'));
+    assert.deepEqual([how2, err2.reason], ['rejected', 'not connected: ' + state], 'a stopped client refuses requests at once');
+    clock.advance(10 * 60 * 1000);
+    assert.equal(sockets.length, 1);
+    // connect() on purpose: a new session in no room, nothing sent by itself.
+    mesh.connect();
+    last().serverOpen();
+    last().serverSend(welcome(clock, 's-2', 3600));
+    assert.deepEqual(roomFrames(last()), []);
+    assert.deepEqual([...mesh.rooms], []);
+    mesh.close();
+  });
+}

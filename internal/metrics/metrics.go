@@ -16,6 +16,7 @@ import (
 	"wsmesh/cluster"
 	"wsmesh/relay"
 	"wsmesh/session"
+	"wsmesh/upstream"
 )
 
 // Sources are what the metrics read, on every scrape.
@@ -23,6 +24,8 @@ type Sources struct {
 	Hub     *session.Hub
 	Cluster *cluster.Cluster
 	API     *relay.Server
+	// Upstream, if set, is the sender of events to the backend.
+	Upstream *upstream.Sender
 	// Ready, if set, is what GET /readyz answers (wsmesh_ready).
 	Ready func() (ready bool, reasons []string)
 	// Version and Revision label wsmesh_build_info.
@@ -35,6 +38,7 @@ type Metrics struct {
 	batchItems prometheus.Histogram
 	batchRTT   prometheus.Histogram
 	forward    *prometheus.HistogramVec
+	upPost     *prometheus.HistogramVec
 }
 
 // New makes the histograms. Call Register once the sources exist.
@@ -56,7 +60,17 @@ func New() *Metrics {
 			Help:    "Time of a /send's call to another node, by node called and result (ok, unreachable, timeout, queue_full, error).",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14),
 		}, []string{"node", "result"}),
+		upPost: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "wsmesh_upstream_post_seconds",
+			Help:    "Time of a POST of events to the backend (upstream.url), by result: ok (2xx), refused (4xx), error (anything else, retried).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 17), // 100us .. 6.5s
+		}, []string{"result"}),
 	}
+}
+
+// OnUpstreamPost is an upstream.Config.OnPost.
+func (m *Metrics) OnUpstreamPost(took time.Duration, result string) {
+	m.upPost.WithLabelValues(result).Observe(took.Seconds())
 }
 
 // OnBatch is a cluster.Config.OnBatch.
@@ -110,6 +124,8 @@ func (m *Metrics) Register(src Sources) {
 		counter("wsmesh_disconnects_total", "Sessions closed with 4003 by POST /disconnect.", func() uint64 { return src.Hub.Stats().Kicked }),
 		counter("wsmesh_rate_limited_total", "Sessions closed with 4008: over session.max_client_rate.", func() uint64 { return src.Hub.Stats().TooMany }),
 		counter("wsmesh_presence_total", "POST /presence calls answered 200.", func() uint64 { return src.API.Stats().Presence }),
+		counter("wsmesh_client_messages_total", "Client {\"type\":\"message\"} frames handed to the backend's queue.", func() uint64 { return src.Hub.Stats().Messages }),
+		counter("wsmesh_client_messages_refused_total", "Client messages answered with an error frame: bad data, no backend, or its queue full.", func() uint64 { return src.Hub.Stats().MessagesRefused }),
 		counter("wsmesh_publishes_total", "POST /publish calls answered 200.", func() uint64 { return src.API.Stats().Publishes }),
 		counter("wsmesh_broadcasts_total", "POST /broadcast calls answered 200.", func() uint64 { return src.API.Stats().Broadcasts }),
 		counter("wsmesh_fanout_items_received_total", "Publish and broadcast relay items this node received from other nodes: one per publish that has members here.", func() uint64 { return src.API.Stats().FanoutItems }),
@@ -135,6 +151,9 @@ func (m *Metrics) Register(src Sources) {
 			ConstLabels: prometheus.Labels{"version": src.Version, "revision": src.Revision},
 		}, func() float64 { return 1 }),
 	)
+	if up := src.Upstream; up != nil {
+		m.reg.MustRegister(m.upPost, &upstreamCollector{s: up})
+	}
 	if src.Ready != nil {
 		m.reg.MustRegister(gauge("wsmesh_ready", "1 while GET /readyz answers 200 (joined, every alive member's sessions known, not shutting down), else 0.", func() float64 {
 			if ok, _ := src.Ready(); ok {
@@ -198,4 +217,33 @@ func (mc *membersCollector) Collect(ch chan<- prometheus.Metric) {
 	for state, n := range counts {
 		ch <- prometheus.MustNewConstMetric(membersDesc, prometheus.GaugeValue, float64(n), state)
 	}
+}
+
+// upstreamCollector reports the upstream sender's totals by label.
+type upstreamCollector struct{ s *upstream.Sender }
+
+var (
+	upSentDesc    = prometheus.NewDesc("wsmesh_upstream_events_total", "Events the backend accepted, by type (message, connect, disconnect).", []string{"type"}, nil)
+	upDroppedDesc = prometheus.NewDesc("wsmesh_upstream_dropped_total", "Events given up, by reason: queue_full (upstream.queue), refused (4xx), unreachable (upstream.retry_for passed), shutdown.", []string{"reason"}, nil)
+	upRetryDesc   = prometheus.NewDesc("wsmesh_upstream_retries_total", "POSTs of events that failed and were tried again.", nil, nil)
+	upDepthDesc   = prometheus.NewDesc("wsmesh_upstream_queue", "Events waiting to be sent to the backend.", nil, nil)
+)
+
+func (c *upstreamCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- upSentDesc
+	ch <- upDroppedDesc
+	ch <- upRetryDesc
+	ch <- upDepthDesc
+}
+
+func (c *upstreamCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.s.Stats()
+	for t, n := range st.Sent {
+		ch <- prometheus.MustNewConstMetric(upSentDesc, prometheus.CounterValue, float64(n), t)
+	}
+	for r, n := range st.Dropped {
+		ch <- prometheus.MustNewConstMetric(upDroppedDesc, prometheus.CounterValue, float64(n), r)
+	}
+	ch <- prometheus.MustNewConstMetric(upRetryDesc, prometheus.CounterValue, float64(st.Retried))
+	ch <- prometheus.MustNewConstMetric(upDepthDesc, prometheus.GaugeValue, float64(st.QueueDepth))
 }

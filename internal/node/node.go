@@ -23,6 +23,7 @@ import (
 	"wsmesh/internal/realip"
 	"wsmesh/relay"
 	"wsmesh/session"
+	"wsmesh/upstream"
 	"wsmesh/web"
 )
 
@@ -55,6 +56,7 @@ type Node struct {
 	inFlight atomic.Int64 // HTTP requests being handled (not WebSockets once upgraded)
 	admin    *profiler    // on admin.listen, or nil
 	ready    *readiness
+	upstream *upstream.Sender // client messages and session events to the backend, or nil (upstream.url unset)
 }
 
 // readiness is what GET /readyz answers: the cluster's readiness
@@ -84,12 +86,16 @@ func New(cfg *config.Config, log *slog.Logger, h Hooks) (*Node, error) {
 		return nil, fmt.Errorf("http.trusted_proxies: %w", err)
 	}
 	m := metrics.New()
-	cl, err := newCluster(cfg, log, h, m)
+	var hub *session.Hub // set below; the upstream sender answers clients through it
+	up, err := newUpstream(cfg, log, m, func(user, sess string, frame []byte) { hub.DeliverSession(user, sess, frame) })
 	if err != nil {
 		return nil, err
 	}
-	hub, err := newHub(cfg, log, auth, proxies, cl)
+	cl, err := newCluster(cfg, log, h, m, up)
 	if err != nil {
+		return nil, err
+	}
+	if hub, err = newHub(cfg, log, auth, proxies, cl, up); err != nil {
 		return nil, err
 	}
 	ready := &readiness{cluster: cl}
@@ -98,7 +104,7 @@ func New(cfg *config.Config, log *slog.Logger, h Hooks) (*Node, error) {
 		return nil, err
 	}
 	version, revision := build()
-	m.Register(metrics.Sources{Hub: hub, Cluster: cl, API: api, Ready: ready.check, Version: version, Revision: revision})
+	m.Register(metrics.Sources{Hub: hub, Cluster: cl, API: api, Upstream: up, Ready: ready.check, Version: version, Revision: revision})
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on http.listen %s: %w", cfg.HTTP.Listen, err)
@@ -107,7 +113,10 @@ func New(cfg *config.Config, log *slog.Logger, h Hooks) (*Node, error) {
 		ln.Close()
 		return nil, err
 	}
-	n := &Node{cfg: cfg, hub: hub, cluster: cl, api: api, ln: ln, ready: ready}
+	n := &Node{cfg: cfg, hub: hub, cluster: cl, api: api, ln: ln, ready: ready, upstream: up}
+	if up != nil {
+		up.Start()
+	}
 	n.srv = n.newServer(log)
 	if cfg.Admin.Listen != "" {
 		if n.admin, err = listenProfiler(cfg.Admin.Listen, log); err != nil {
@@ -119,10 +128,39 @@ func New(cfg *config.Config, log *slog.Logger, h Hooks) (*Node, error) {
 	return n, nil
 }
 
+// newUpstream builds the sender of events to the backend from the
+// [upstream] table; nil if upstream.url is not set.
+func newUpstream(cfg *config.Config, log *slog.Logger, m *metrics.Metrics, deliver func(user, session string, frame []byte)) (*upstream.Sender, error) {
+	u := cfg.Upstream
+	if u.URL == "" {
+		return nil, nil
+	}
+	s, err := upstream.New(upstream.Config{
+		URL: u.URL, Secret: []byte(u.Secret), Events: u.Events, Timeout: u.Timeout.D(), RetryFor: u.RetryFor.D(),
+		MaxBatch: u.MaxBatch, Queue: u.Queue, Node: cfg.Node.Name, Deliver: deliver, OnPost: m.OnUpstreamPost, Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("upstream: %w", err)
+	}
+	return s, nil
+}
+
 // newCluster builds the cluster view from the [cluster] table; its batch
-// timings feed m.
-func newCluster(cfg *config.Config, log *slog.Logger, h Hooks, m *metrics.Metrics) (*cluster.Cluster, error) {
+// timings feed m; a failed member's sessions go to up, if this node is
+// the one to report them.
+func newCluster(cfg *config.Config, log *slog.Logger, h Hooks, m *metrics.Metrics, up *upstream.Sender) (*cluster.Cluster, error) {
+	var onFailed func(string, []cluster.Located)
+	if up != nil {
+		onFailed = func(node string, sessions []cluster.Located) {
+			gone := make([]upstream.Gone, len(sessions))
+			for i, l := range sessions {
+				gone[i] = upstream.Gone{User: l.User, Device: l.Device, Session: l.Session, Connected: l.Connected}
+			}
+			up.NodeFailed(node, gone)
+		}
+	}
 	return cluster.New(cluster.Config{
+		OnNodeFailed:   onFailed,
 		NodeName:       cfg.Node.Name,
 		Bind:           cfg.Cluster.Bind,
 		Advertise:      cfg.Cluster.Advertise,
@@ -140,8 +178,13 @@ func newCluster(cfg *config.Config, log *slog.Logger, h Hooks, m *metrics.Metric
 
 // newHub builds the session hub from the [session] table; it reports its
 // sessions to cl.
-func newHub(cfg *config.Config, log *slog.Logger, auth *session.Authenticator, proxies realip.Proxies, cl *cluster.Cluster) (*session.Hub, error) {
+func newHub(cfg *config.Config, log *slog.Logger, auth *session.Authenticator, proxies realip.Proxies, cl *cluster.Cluster, up *upstream.Sender) (*session.Hub, error) {
+	var upc session.Upstream
+	if up != nil {
+		upc = up
+	}
 	return session.New(session.Config{
+		Upstream:           upc,
 		PingInterval:       cfg.Session.PingInterval.D(),
 		IdleTimeout:        cfg.Session.IdleTimeout.D(),
 		WriteTimeout:       cfg.Session.WriteTimeout.D(),
@@ -271,6 +314,10 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	}
 	tick.Stop()
 	hubErr := n.hub.Shutdown(ctx)
+	var upErr error
+	if n.upstream != nil { // after the hub: its sessions' disconnect events go out too
+		upErr = n.upstream.Close(ctx)
+	}
 	_ = n.srv.Close() // in-flight requests are answered: what is left is idle
 	httpErr := <-httpDone
 	if errors.Is(httpErr, http.ErrServerClosed) {
@@ -279,5 +326,5 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	if n.admin != nil {
 		n.admin.close()
 	}
-	return errors.Join(httpErr, hubErr, n.cluster.Leave(ctx))
+	return errors.Join(httpErr, hubErr, upErr, n.cluster.Leave(ctx))
 }

@@ -21,7 +21,16 @@
 //   waitRefreshed {count, session?}  wait until the page shows at least count
 //                              token refreshes (of that session); answers the status
 //   waitMessage {id}           wait until the message list shows id; answers {text}
-//   snapshot {}                the status and messages: [{id, text}]
+//   joinRoom {room}            type room into the room box and press Join
+//   leaveRoom {room}           type room into the room box and press Leave
+//   waitRooms {rooms}          wait until the room list shows exactly these rooms
+//                              (in any order), none of them waiting to be joined
+//                              again after a reconnect; answers {rooms: [{room,
+//                              source, pending}], roomError}
+//   waitRoomMessage {id}       wait until the room message list shows id;
+//                              answers {text, room}
+//   snapshot {}                the status, messages: [{id, text}], roomMessages:
+//                              [{id, room, text}] and rooms (as waitRooms)
 //   screenshot {path}          a full-page PNG
 // stdin's end (or SIGTERM, SIGINT) closes the browser and exits.
 //
@@ -111,6 +120,17 @@ async function status() {
   });
 }
 
+async function rooms() {
+  return page.evaluate(() => ({
+    rooms: Array.from(document.querySelectorAll('#rooms li[data-room]')).map((li) => ({
+      room: li.dataset.room,
+      source: li.dataset.source,
+      pending: li.dataset.pending === '1',
+    })),
+    roomError: document.getElementById('room-error').textContent,
+  }));
+}
+
 const commands = {
   async goto({ url, timeout }) {
     const resp = await page.goto(url, { waitUntil: 'load', timeout });
@@ -153,9 +173,40 @@ const commands = {
     await li.waitFor({ state: 'visible', timeout });
     return { text: await li.innerText() };
   },
+  async joinRoom({ room, timeout }) {
+    await page.fill('#room', room, { timeout });
+    await page.click('#join', { timeout });
+    return {};
+  },
+  async leaveRoom({ room, timeout }) {
+    await page.fill('#room', room, { timeout });
+    await page.click('#leave', { timeout });
+    return {};
+  },
+  async waitRooms({ rooms: want, timeout }) {
+    await page.waitForFunction(
+      (w) => {
+        const lis = Array.from(document.querySelectorAll('#rooms li[data-room]'));
+        const got = lis.map((li) => li.dataset.room).sort();
+        return lis.every((li) => li.dataset.pending !== '1') && JSON.stringify(got) === JSON.stringify([...w].sort());
+      },
+      want || [],
+      { timeout, polling: 50 }
+    );
+    return rooms();
+  },
+  async waitRoomMessage({ id, timeout }) {
+    const li = page.locator(`#room-messages li[data-id="${id}"]`);
+    await li.waitFor({ state: 'visible', timeout });
+    return { text: await li.innerText(), room: await li.getAttribute('data-room') };
+  },
   async snapshot() {
     const s = await status();
     s.messages = await page.$$eval('#messages li[data-id]', (lis) => lis.map((li) => ({ id: li.dataset.id, text: li.innerText })));
+    s.roomMessages = await page.$$eval('#room-messages li[data-id]', (lis) =>
+      lis.map((li) => ({ id: li.dataset.id, room: li.dataset.room, text: li.innerText }))
+    );
+    Object.assign(s, await rooms());
     return s;
   },
   async screenshot({ path, timeout }) {
