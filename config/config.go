@@ -104,6 +104,7 @@ type Session struct {
 	SingleDevice    bool     `toml:"single_device"`     // default false
 	MaxConnections  int      `toml:"max_connections"`   // default 0: the open-file limit less a reserve
 	MaxClientRate   int      `toml:"max_client_rate"`   // default 50 frames/s, burst twice that; 0: no limit
+	Compression     bool     `toml:"compression"`       // default false: permessage-deflate with clients that ask for it
 }
 
 // Rooms is the [rooms] table.

@@ -40,6 +40,7 @@ type Config struct {
 	MaxMessageBytes    int            // default 65536: larger client frames close with 1009
 	MaxConnections     int            // default: FileLimitConnections(); more WebSockets get 503
 	MaxClientRate      float64        // frames per second a client may send (burst twice that); over it: close 4008. 0: no limit
+	Compression        bool           // permessage-deflate (RFC 7692) with clients that ask for it, no context takeover, frames of 512 bytes or more
 	MaxRoomsPerSession int            // default 100: rooms one session may be in at once
 	NodeName           string         // this node's name, for the welcome frame
 	SingleDevice       bool           // one session per user, not per user and device
@@ -151,6 +152,18 @@ func New(cfg Config) (*Hub, error) {
 		CheckUtf8Enabled:   true,
 		Recovery:           gws.Recovery,
 		Logger:             gwsLogger{h.log},
+		PermessageDeflate: gws.PermessageDeflate{
+			Enabled: cfg.Compression,
+			// No context takeover: each message is compressed on its own
+			// with a compressor from a pool, so an idle connection holds
+			// no deflate state (a takeover window costs ~300 KiB per
+			// connection). Frames under 512 bytes go uncompressed: the
+			// saving would not pay for the CPU.
+			ServerContextTakeover: false,
+			ClientContextTakeover: false,
+			Threshold:             512,
+			Level:                 1, // flate.BestSpeed
+		},
 	})
 	return h, nil
 }

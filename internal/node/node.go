@@ -192,6 +192,7 @@ func newHub(cfg *config.Config, log *slog.Logger, auth *session.Authenticator, p
 		MaxMessageBytes:    cfg.Session.MaxMessageBytes,
 		MaxConnections:     cfg.Session.MaxConnections,
 		MaxClientRate:      float64(cfg.Session.MaxClientRate),
+		Compression:        cfg.Session.Compression,
 		MaxRoomsPerSession: cfg.Rooms.MaxPerSession,
 		NodeName:           cfg.Node.Name,
 		SingleDevice:       cfg.Session.SingleDevice,
