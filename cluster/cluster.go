@@ -447,17 +447,29 @@ func (c *Cluster) join() bool {
 	// "answer" and hide that nobody else did.
 	targets := slices.DeleteFunc(slices.Clone(c.cfg.Seeds), func(s string) bool { return s == c.selfAddr })
 	c.mu.Lock()
+	left := map[string]bool{} // addresses of members that left on purpose
 	for _, m := range c.lost {
 		if !slices.Contains(targets, m.addr) {
 			targets = append(targets, m.addr)
 		}
+		if m.state == StateLeft {
+			left[m.addr] = true
+		}
 	}
+	alone := len(c.peers) == 0
 	c.mu.Unlock()
 	if len(targets) == 0 {
 		return true
 	}
 	n, err := c.ml.Join(targets)
 	if n == 0 {
+		// Members that left on purpose do not answer until they restart, and
+		// a node that still has peers is in the cluster: neither is a sign of
+		// keys that differ.
+		if !alone || !slices.ContainsFunc(targets, func(a string) bool { return !left[a] }) {
+			c.log.Debug("re-join: no seed or lost member answered", "tried", targets, "err", err)
+			return false
+		}
 		c.log.Warn("join failed: no seed or lost member answered (if they run, check that cluster.secret_keys match)", "tried", targets, "err", err)
 		return false
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
@@ -285,6 +286,12 @@ func (l *logBridge) Write(p []byte) (int, error) {
 			level, line = ll.level, rest
 			break
 		}
+	}
+	// memberlist.Shutdown closes the transport before it stops its gossip
+	// ticker: a tick in between fails on this node's own closed socket and
+	// memberlist says [ERR]. That is a clean shutdown, not an error.
+	if level > slog.LevelDebug && strings.Contains(line, net.ErrClosed.Error()) {
+		level = slog.LevelDebug
 	}
 	if l.log.Enabled(context.Background(), level) {
 		l.log.Log(context.Background(), level, line)

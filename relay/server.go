@@ -1,7 +1,9 @@
 // Package relay joins the session hub and the cluster: it serves the HTTP API
-// (POST /send, /presence, /disconnect, GET /healthz, GET /readyz, GET /cluster, GET /metrics, and GET /ws from
-// the hub), finds which node holds each recipient and hands the message to
-// it, and answers the messages other nodes relay here (messages.go).
+// (POST /send, /presence, /disconnect, /publish, /broadcast, /rooms/join, /rooms/leave,
+// GET /rooms/{room}, /healthz, /readyz, /cluster, /metrics,
+// GET /openapi.yaml describing it (package api), and GET /ws from the hub), finds which node
+// holds each recipient and hands the message to it, and answers the messages other nodes
+// relay here (messages.go).
 package relay
 
 import (
@@ -21,6 +23,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"wsmesh/api"
 	"wsmesh/cluster"
 	"wsmesh/internal/httpx"
 	"wsmesh/internal/realip"
@@ -133,6 +136,7 @@ func New(cfg Config) (*Server, error) {
 	s.handle("GET /healthz", s.public(s.handleHealthz))
 	s.handle("GET /readyz", s.public(s.handleReadyz))
 	s.handle("GET /cluster", s.withAPIKey(s.handleCluster))
+	s.handle("GET /openapi.yaml", s.public(s.handleOpenAPI))
 	if cfg.Metrics != nil {
 		s.handle("GET /metrics", s.withAPIKey(func(w http.ResponseWriter, r *http.Request) error {
 			cfg.Metrics.ServeHTTP(w, r)
@@ -337,6 +341,16 @@ func (s *Server) authorized(r *http.Request) bool {
 		ok |= subtle.ConstantTimeCompare(got[:], k[:])
 	}
 	return ok == 1
+}
+
+// handleOpenAPI answers GET /openapi.yaml with the API's OpenAPI document
+// (package api), to anyone.
+func (s *Server) handleOpenAPI(w http.ResponseWriter, r *http.Request) error {
+	doc := api.OpenAPI()
+	w.Header().Set("Content-Type", api.ContentType)
+	w.Header().Set("Content-Length", strconv.Itoa(len(doc)))
+	_, _ = w.Write(doc) // nothing to do if the client went away
+	return nil
 }
 
 func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) error {

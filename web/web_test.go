@@ -7,6 +7,8 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -125,27 +127,143 @@ func TestDemoMethods(t *testing.T) {
 	}
 }
 
-// TestClientUnit runs wsmesh.test.mjs (the client's logic) with node's
-// test runner, so that go test covers it. Without node it skips, or fails
-// on CI, like the repo's requireTool.
+// TestClientUnit runs every *.test.mjs here (wsmesh.test.mjs: the client's
+// logic; wx.test.mjs: the mini-program adapter) with node's test runner, so
+// that go test covers them. Without node it skips, or fails on CI, like the
+// repo's requireTool.
 func TestClientUnit(t *testing.T) {
-	node, err := exec.LookPath("node")
+	node := requireNode(t)
+	files, err := filepath.Glob("*.test.mjs")
 	if err != nil {
-		msg := "node not installed (apt-get install nodejs; .ci/run installs it)"
+		t.Fatal(err)
+	}
+	if len(files) < 2 {
+		t.Fatalf("found %v, want wsmesh.test.mjs and wx.test.mjs at least", files)
+	}
+	for _, file := range files {
+		t.Run(file, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, node, "--test", file).CombinedOutput()
+			if err != nil {
+				t.Fatalf("node --test %s: %v\n%s", file, err, out)
+			}
+			t.Logf("node --test %s:\n%s", file, tail(string(out), 9))
+		})
+	}
+}
+
+// requireNode returns the path of node, or skips the test without it (fails
+// on CI, where .ci/run installs it).
+func requireNode(t *testing.T) string {
+	t.Helper()
+	return requireTool(t, "node", "node not installed (apt-get install nodejs; .ci/run installs it)")
+}
+
+func requireTool(t *testing.T, name, msg string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatal(msg)
 		}
 		t.Skip(msg)
 	}
+	return path
+}
+
+// TestPackageFiles checks what the npm package (package.json) ships:
+// npm pack --dry-run must list exactly the client, the mini-program adapter,
+// their declarations and package.json, and every export must name a file
+// that ships.
+func TestPackageFiles(t *testing.T) {
+	npm := requireTool(t, "npm", "npm not installed (apt-get install npm; .ci/run installs it)")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "--test", "wsmesh.test.mjs")
-	out, err := cmd.CombinedOutput()
+	cmd := exec.CommandContext(ctx, npm, "pack", "--dry-run", "--json", "--ignore-scripts")
+	cmd.Env = append(os.Environ(), "npm_config_update_notifier=false", "npm_config_fund=false", "npm_config_audit=false")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("node --test wsmesh.test.mjs: %v\n%s", err, out)
+		t.Fatalf("npm pack --dry-run: %v\n%s%s", err, out, stderr.String())
 	}
-	t.Logf("node --test wsmesh.test.mjs:\n%s", tail(string(out), 9))
+	var packs []struct {
+		Name, Version string
+		Files         []struct{ Path string }
+	}
+	if err := json.Unmarshal(out, &packs); err != nil || len(packs) != 1 {
+		t.Fatalf("npm pack --dry-run --json: %v, %d packages\n%s", err, len(packs), out)
+	}
+	var got []string
+	for _, f := range packs[0].Files {
+		got = append(got, f.Path)
+	}
+	slices.Sort(got)
+	want := []string{"package.json", "wsmesh.d.ts", "wsmesh.js", "wx.d.ts", "wx.js"}
+	if !slices.Equal(got, want) {
+		t.Errorf("npm pack ships %v, want %v", got, want)
+	}
+
+	b, err := os.ReadFile("package.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pkg struct {
+		Name, Main, Types string
+		Private           bool
+		Exports           map[string]json.RawMessage
+	}
+	if err := json.Unmarshal(b, &pkg); err != nil {
+		t.Fatalf("package.json: %v", err)
+	}
+	if pkg.Private || pkg.Name != packs[0].Name {
+		t.Errorf("package.json: name %q private %v", pkg.Name, pkg.Private)
+	}
+	shipped := func(p string) bool { return slices.Contains(want, strings.TrimPrefix(p, "./")) }
+	for _, p := range []string{pkg.Main, pkg.Types} {
+		if !shipped(p) {
+			t.Errorf("package.json: main/types %q does not ship", p)
+		}
+	}
+	for _, sub := range []string{".", "./wx"} {
+		var cond struct{ Types, Default string }
+		if err := json.Unmarshal(pkg.Exports[sub], &cond); err != nil || !shipped(cond.Types) || !shipped(cond.Default) {
+			t.Errorf("package.json: exports[%q] = %s, want types and default naming shipped files", sub, pkg.Exports[sub])
+		}
+	}
 }
+
+// TestTypes compiles types-check.ts, a use of the package's public API
+// through its exports, against wsmesh.d.ts and wx.d.ts with tsc --strict.
+// It skips without tsc (on PATH, or in e2e/node_modules: see
+// "Clients: browser, Android, mini-programs" in README.md).
+func TestTypes(t *testing.T) {
+	tsc, err := filepath.Abs(filepath.Join("e2e", "node_modules", ".bin", "tsc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(tsc); err != nil {
+		if tsc, err = exec.LookPath("tsc"); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatal("tsc not installed: npm ci in web/e2e installs it (a devDependency)")
+			}
+			t.Skip("tsc not installed: run npm ci in web/e2e (typescript is its devDependency), or put tsc on PATH")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, tsc, tscArgs...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("tsc %s: %v\n%s", strings.Join(tscArgs, " "), err, out)
+	}
+}
+
+// tscArgs check types-check.ts as an ES module of this package (package.json
+// "type": "module"), resolving "wsmesh-client" through its exports.
+var tscArgs = []string{"--noEmit", "--strict", "--target", "es2020", "--lib", "es2020,dom",
+	"--module", "nodenext", "--moduleResolution", "nodenext", "types-check.ts"}
 
 func tail(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")

@@ -112,6 +112,22 @@
 // message (the backend may put them in rooms), and nobody handles a room
 // message twice. The third argument stays the frame, as it was.
 //
+// Messages to the backend: send(data) sends {"type":"message","id","data"};
+// the node POSTs it to its upstream.url (README.md, "Upstream: events to
+// your backend"). It returns a Promise that resolves once the backend took
+// the message ({"type":"ack","id"}) and rejects with an Error (err.op
+// "message", err.reason the node's) on {"type":"error","op":"message","id"}:
+// the backend refused it (4xx) or was unreachable for upstream.retry_for,
+// the node's queue was full, or the node has no backend. The backend may
+// answer a message with data: {"type":"reply","id","data"}, right after the
+// ack. send(data, {reply: true}) waits for it (up to heartbeatTimeout ms
+// after the ack) and resolves with its data, or with undefined if none
+// came; without it, the Promise resolves with undefined at the ack and
+// the reply comes as the "reply" event. Sent at most once: a message made
+// without a session waits for the next welcome, but one sent on a socket
+// that drops before its ack rejects (reason "connection lost", err.sent
+// true: the backend may or may not have it), and is not sent again.
+//
 // Every reconnect tries the next URL in the list (round robin), so a list of
 // nodes, or one URL behind a load balancer, both work. Heartbeat: every
 // `heartbeat` ms the client sends {"type":"ping"}; if no frame at all (pong or
@@ -125,27 +141,12 @@
 // readyState) and setTimeout: no DOM, no EventTarget. It runs as is in
 // browsers and Node 22+ (global WebSocket).
 //
-// WeChat mini-programs have no WebSocket class but wx.connectSocket. Pass an
-// adapter as options.WebSocket (the domain must be a configured wss:// socket
-// domain of the mini-program; ES module syntax needs the developer tools'
-// "ES6 to ES5" compile option, or turn `export` into `module.exports`):
+// WeChat mini-programs have no WebSocket class but wx.connectSocket: pass
+// WxWebSocket.for(wx) from ./wx.js as options.WebSocket (see that file; the
+// domain must be a configured wss:// socket domain of the mini-program):
 //
-//   class WxWebSocket {
-//     constructor(url) {
-//       this.readyState = 0; // CONNECTING
-//       this.task = wx.connectSocket({ url });
-//       this.task.onOpen(() => { this.readyState = 1; if (this.onopen) this.onopen({}); });
-//       this.task.onMessage((m) => { if (this.onmessage) this.onmessage({ data: m.data }); });
-//       this.task.onError((e) => { if (this.onerror) this.onerror(e); });
-//       this.task.onClose((e) => {
-//         this.readyState = 3; // CLOSED
-//         if (this.onclose) this.onclose({ code: e.code, reason: e.reason || '', wasClean: true });
-//       });
-//     }
-//     send(data) { this.task.send({ data }); }
-//     close(code, reason) { this.readyState = 2; this.task.close({ code: code || 1000, reason: reason || '' }); }
-//   }
-//   const mesh = new WsMesh('wss://push.example.com/ws', { WebSocket: WxWebSocket, getToken });
+//   import { WxWebSocket } from './wx.js';
+//   const mesh = new WsMesh('wss://push.example.com/ws', { WebSocket: WxWebSocket.for(wx), getToken });
 //   // App.onShow: if (mesh.state !== 'open') mesh.connect();  App.onHide: nothing to do
 //
 // Android (OkHttp) and other clients follow the same rules; this file is
@@ -249,6 +250,9 @@ export function refreshDelay(remaining, margin) {
  *   kicked({reason})           the backend closed this session (4003); the
  *                              reason is the backend's
  *   pong()                     the answer to a heartbeat ping
+ *   reply(data, id, frame)     a {"type":"reply"} frame: the backend's
+ *                              answer to the message send() sent as id,
+ *                              unless send(data, {reply: true}) took it
  *   frame(frame)               any other frame, parsed
  *   error(err)                 getToken failed, the WebSocket constructor
  *                              threw, or a token refresh failed: then
@@ -331,6 +335,7 @@ export class WsMesh {
     this._rooms = new Map(); // room -> {own}: mesh.rooms; own: joined by join() (re-joined after a reconnect)
     this._requests = []; // join/leave requests without an answer, in the order sent (see _sendRequest)
     this._requestSeq = 0;
+    this._messages = new Map(); // id -> send() waiting for its answer, in the order made (see send)
     if (o.autoConnect !== false) this.connect();
   }
 
@@ -469,6 +474,110 @@ export class WsMesh {
     return true;
   }
 
+  /**
+   * Sends data (any JSON value but null) to the backend as
+   * {"type":"message","id","data"}. Returns a Promise that resolves once
+   * the backend accepted it ({"type":"ack"}): with undefined, or, with
+   * options.reply, with the data of the backend's reply if one comes within
+   * heartbeatTimeout ms of the ack (undefined if none). It rejects with an
+   * Error (err.op "message", err.id, err.reason) on the node's error frame
+   * for it (the backend refused it or was unreachable, the queue was full,
+   * no backend), if the socket drops before the ack (reason "connection
+   * lost", err.sent true: the backend may have it), or if the client stops.
+   * Without a session it waits for the next welcome; it rejects at once if
+   * the client is stopped or data is null, undefined or not JSON.
+   * @param {*} data
+   * @param {{reply?: boolean}} [options]
+   */
+  send(data, options) {
+    const id = 'msg-' + ++this._requestSeq;
+    let text;
+    try {
+      text = data === undefined || data === null ? undefined : JSON.stringify({ type: 'message', id, data });
+    } catch (err) {
+      return Promise.reject(messageError(id, 'data is not JSON: ' + (err && err.message ? err.message : err), false));
+    }
+    if (text === undefined) return Promise.reject(messageError(id, 'no data: a message needs data, any JSON value but null', false));
+    if (stopped(this.state)) return Promise.reject(messageError(id, 'not connected: ' + this.state, false));
+    return new Promise((resolve, reject) => {
+      const m = { id, text, wantReply: !!(options && options.reply), resolve, reject, sent: false, acked: false };
+      this._messages.set(id, m);
+      if (this.session) this._sendMessage(m);
+    });
+  }
+
+  // _sendMessage sends m on the open session's socket, if there is one;
+  // else, or if the send throws (a close event follows), it waits for the
+  // next welcome.
+  _sendMessage(m) {
+    const ws = this._ws;
+    if (!ws || !this.session) return;
+    try {
+      ws.send(m.text);
+      m.sent = true;
+    } catch (err) {
+      // sent after the next welcome
+    }
+  }
+
+  // _acked settles the send() an ack answers; false if it answers none.
+  _acked(f) {
+    const m = typeof f.id === 'string' ? this._messages.get(f.id) : undefined;
+    if (!m || !m.sent || m.acked) return false;
+    if (!m.wantReply) {
+      this._messages.delete(m.id);
+      m.resolve(undefined);
+      return true;
+    }
+    m.acked = true;
+    this._setTimer('reply:' + m.id, this.options.heartbeatTimeout, () => {
+      this._messages.delete(m.id);
+      m.resolve(undefined);
+    });
+    return true;
+  }
+
+  // _replied hands a reply to the send() waiting for it, else to the
+  // "reply" event.
+  _replied(f) {
+    const m = typeof f.id === 'string' ? this._messages.get(f.id) : undefined;
+    if (m && m.acked) {
+      this._clearTimer('reply:' + m.id);
+      this._messages.delete(m.id);
+      m.resolve(f.data);
+      return;
+    }
+    this._emit('reply', f.data, f.id, f);
+  }
+
+  // _messageRefused rejects the send() an error frame answers; false if it
+  // answers none.
+  _messageRefused(f) {
+    const m = typeof f.id === 'string' ? this._messages.get(f.id) : undefined;
+    if (!m || !m.sent || m.acked) return false;
+    this._messages.delete(m.id);
+    m.reject(messageError(m.id, typeof f.reason === 'string' && f.reason ? f.reason : 'refused', true));
+    return true;
+  }
+
+  // _messagesAfterClose settles the send()s a socket's end cuts off. stop:
+  // why the client stopped: all of them reject. Else (a reconnect follows)
+  // those sent reject, unless acked (they resolve without a reply), and
+  // those not sent yet wait for the next welcome.
+  _messagesAfterClose(stop) {
+    for (const m of Array.from(this._messages.values())) {
+      if (m.acked) {
+        this._clearTimer('reply:' + m.id);
+        m.resolve(undefined);
+      } else if (stop || m.sent) {
+        m.reject(messageError(m.id, stop || 'connection lost', m.sent));
+      } else {
+        continue;
+      }
+      this._messages.delete(m.id);
+    }
+  }
+
   // _rejoin runs at a welcome: it joins again the rooms the client joined
   // itself, then sends the app's waiting requests in the order made. A
   // room with a request of the app waiting is left to that request.
@@ -528,6 +637,7 @@ export class WsMesh {
     }
     this._setState('closed');
     this._roomsAfterClose('closed');
+    this._messagesAfterClose('closed');
   }
 
   _emit(type) {
@@ -680,9 +790,15 @@ export class WsMesh {
         case 'error':
           if (f.op === 'refresh' && this._refreshing) {
             this._refreshFailed(gen, f.reason || 'refused');
-          } else if (!((f.op === 'join' || f.op === 'leave') && this._roomRefused(f))) {
+          } else if (!((f.op === 'join' || f.op === 'leave') && this._roomRefused(f)) && !(f.op === 'message' && this._messageRefused(f))) {
             this._emit('frame', f);
           }
+          break;
+        case 'ack':
+          if (!this._acked(f)) this._emit('frame', f);
+          break;
+        case 'reply':
+          this._replied(f);
           break;
         case 'evicted':
           this._evicted(f.reason || 'evicted');
@@ -729,6 +845,9 @@ export class WsMesh {
     this._clearTimer('refreshWait');
     this._scheduleRefresh();
     this._rejoin(); // before the event: a listener's join() goes out after the re-joins
+    for (const m of Array.from(this._messages.values())) {
+      if (!m.sent) this._sendMessage(m);
+    }
     this._emit('welcome', this.session);
   }
 
@@ -837,6 +956,7 @@ export class WsMesh {
     this._clearAllTimers(); // no heartbeat deadline on a socket being evicted
     this._setState('evicted');
     this._roomsAfterClose('evicted'); // the server took the session out of its rooms
+    this._messagesAfterClose('evicted');
     this._emit('evicted', { reason });
   }
 
@@ -856,6 +976,7 @@ export class WsMesh {
       this.url = null;
       this._setState('kicked');
       this._roomsAfterClose('kicked');
+      this._messagesAfterClose('kicked');
       this._emit('kicked', { reason });
       this._emit('close', { code, reason, wasClean, reconnect: false, delay: 0 });
       return;
@@ -868,6 +989,7 @@ export class WsMesh {
       this.url = null;
       this._setState('unauthorized');
       this._roomsAfterClose('unauthorized');
+      this._messagesAfterClose('unauthorized');
       this._emit('unauthorized', { reason });
       this._emit('close', { code, reason, wasClean, reconnect: false, delay: 0 });
       return;
@@ -886,6 +1008,7 @@ export class WsMesh {
     const next = this.urls[this._index];
     this._setState('reconnecting');
     this._roomsAfterClose(null);
+    this._messagesAfterClose(null);
     this._emit('close', { code, reason, wasClean, reconnect: true, delay });
     this._emit('reconnect', { attempt: this.attempt, delay, url: next });
     this._setTimer('reconnect', delay, () => this._dial('reconnecting'));
@@ -903,6 +1026,17 @@ function roomError(op, room, reason) {
   err.op = op;
   err.room = room;
   err.reason = reason;
+  return err;
+}
+
+// messageError is what a send() rejects with; sent tells whether the
+// message went out (the backend may have it).
+function messageError(id, reason, sent) {
+  const err = new Error('message ' + id + ': ' + reason);
+  err.op = 'message';
+  err.id = id;
+  err.reason = reason;
+  err.sent = sent;
   return err;
 }
 

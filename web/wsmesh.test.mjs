@@ -1035,3 +1035,132 @@ for (const [name, stop, state] of [
     mesh.close();
   });
 }
+
+// messageFrames returns the message frames a socket sent, parsed.
+function messageFrames(ws) {
+  return ws.sent.map((d) => JSON.parse(d)).filter((f) => f.type === 'message');
+}
+
+// replies records the "reply" events of mesh.
+function replies(mesh) {
+  const got = [];
+  mesh.on('reply', (data, id) => got.push([data, id]));
+  return got;
+}
+
+test('send: a message frame with an id; resolves on its ack; a reply comes as the "reply" event', async () => {
+  const { mesh, last, of } = opened();
+  const ws = last();
+  const got = replies(mesh);
+  const p1 = mesh.send({ to: 'B', text: 'hi' });
+  const p2 = mesh.send('second');
+  const [f1, f2] = messageFrames(ws);
+  assert.deepEqual(f1.data, { to: 'B', text: 'hi' });
+  assert.equal(f2.data, 'second');
+  assert.equal(typeof f1.id, 'string');
+  assert.notEqual(f1.id, f2.id, 'each message has its own id');
+  assert.deepEqual(await settled(p1), ['pending'], 'nothing before the ack');
+  ws.serverSend({ type: 'ack', id: f1.id });
+  assert.deepEqual(await settled(p1), ['resolved', undefined]);
+  ws.serverSend({ type: 'reply', id: f1.id, data: { delivered: 1, offline: 0 } });
+  assert.deepEqual(got, [[{ delivered: 1, offline: 0 }, f1.id]]);
+  ws.serverSend({ type: 'ack', id: f2.id });
+  assert.deepEqual(await settled(p2), ['resolved', undefined]);
+  // An ack nobody waits for is passed on as a frame.
+  ws.serverSend({ type: 'ack', id: f2.id });
+  assert.equal(of('frame').length, 1);
+  mesh.close();
+});
+
+test('send: with {reply: true} it resolves with the reply data, or undefined if none comes in time', async () => {
+  const { mesh, clock, last } = opened();
+  const ws = last();
+  const got = replies(mesh);
+  const p = mesh.send({ to: 'B', text: 'hi' }, { reply: true });
+  const id = messageFrames(ws)[0].id;
+  ws.serverSend({ type: 'ack', id });
+  assert.deepEqual(await settled(p), ['pending'], 'the ack alone does not settle it');
+  ws.serverSend({ type: 'reply', id, data: { delivered: 1, offline: 0 } });
+  assert.deepEqual(await settled(p), ['resolved', { delivered: 1, offline: 0 }]);
+  assert.equal(got.length, 0, 'the reply went to the Promise, not the event');
+
+  const q = mesh.send('no reply expected', { reply: true });
+  const qid = messageFrames(ws)[1].id;
+  ws.serverSend({ type: 'ack', id: qid });
+  clock.advance(defaults.heartbeatTimeout - 1);
+  assert.deepEqual(await settled(q), ['pending']);
+  clock.advance(1);
+  assert.deepEqual(await settled(q), ['resolved', undefined]);
+  ws.serverSend({ type: 'reply', id: qid, data: 'late' });
+  assert.deepEqual(got, [['late', qid]], 'a late reply comes as the event');
+  assert.equal(clock.pending(), 0, 'no timer left');
+  mesh.close();
+});
+
+test('send: the node\'s error frame for the id rejects with its reason; bad data rejects at once', async () => {
+  const { mesh, last, of } = opened();
+  const ws = last();
+  const p = mesh.send({ to: 'B' });
+  const id = messageFrames(ws)[0].id;
+  ws.serverSend({ type: 'error', op: 'message', id, reason: 'refused by the backend (403 Forbidden)' });
+  const [how, err] = await settled(p);
+  assert.equal(how, 'rejected');
+  assert.ok(err instanceof Error);
+  assert.deepEqual([err.op, err.id, err.reason, err.sent], ['message', id, 'refused by the backend (403 Forbidden)', true]);
+  // One for no pending message is passed on.
+  ws.serverSend({ type: 'error', op: 'message', id: 'not-ours', reason: 'x' });
+  assert.equal(of('frame').length, 1);
+  const sentBefore = ws.sent.length;
+  for (const bad of [undefined, null]) {
+    assert.match((await settled(mesh.send(bad)))[1].reason, /^no data/);
+  }
+  const cyclic = {};
+  cyclic.self = cyclic;
+  assert.match((await settled(mesh.send(cyclic)))[1].reason, /^data is not JSON/);
+  assert.equal(ws.sent.length, sentBefore, 'nothing sent for bad data');
+  mesh.close();
+});
+
+test('send: without a session it waits for the welcome; a drop before the ack rejects and is not sent again', async () => {
+  const { mesh, clock, last, of } = setup({ heartbeat: 0, random: () => 0 });
+  const early = mesh.send('early');
+  last().serverOpen();
+  assert.equal(messageFrames(last()).length, 0, 'not before the welcome');
+  last().serverSend(welcome(clock, 's-1', 3600));
+  const ws = last();
+  assert.deepEqual(messageFrames(ws).map((f) => f.data), ['early']);
+  const acked = mesh.send('acked, reply pending', { reply: true });
+  ws.serverSend({ type: 'ack', id: messageFrames(ws)[1].id });
+  ws.serverClose(1006);
+  const [how, err] = await settled(early);
+  assert.deepEqual([how, err.reason, err.sent], ['rejected', 'connection lost', true]);
+  assert.deepEqual(await settled(acked), ['resolved', undefined], 'accepted: resolves without its reply');
+  const away = mesh.send('while away');
+  clock.advance(of('reconnect').at(-1)[1].delay);
+  const ws2 = last();
+  ws2.serverOpen();
+  ws2.serverSend(welcome(clock, 's-2', 3600));
+  assert.deepEqual(messageFrames(ws2).map((f) => f.data), ['while away'], 'only the one not sent before');
+  ws2.serverSend({ type: 'ack', id: messageFrames(ws2)[0].id });
+  assert.deepEqual(await settled(away), ['resolved', undefined]);
+  mesh.close();
+});
+
+for (const [name, stop, state] of [
+  ['an evicted frame', (ws) => ws.serverSend({ type: 'evicted', reason: 'duplicate_login' }), 'evicted'],
+  ['4003', (ws) => ws.serverClose(CloseCode.KICKED, 'signed out'), 'kicked'],
+  ['close()', (ws, mesh) => mesh.close(), 'closed'],
+]) {
+  test(`send: after ${name} waiting messages reject and new ones reject at once`, async () => {
+    const { mesh, clock, last } = opened({ random: () => 0 });
+    const ws = last();
+    const inFlight = mesh.send('a');
+    stop(ws, mesh);
+    const [how, err] = await settled(inFlight);
+    assert.deepEqual([how, err.reason, err.sent], ['rejected', state, true]);
+    const [how2, err2] = await settled(mesh.send('b'));
+    assert.deepEqual([how2, err2.reason, err2.sent], ['rejected', 'not connected: ' + state, false]);
+    assert.equal(clock.pending(), 0);
+    mesh.close();
+  });
+}
