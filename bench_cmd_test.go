@@ -22,6 +22,9 @@ func TestBenchCommand(t *testing.T) {
 		{"unknown flag", []string{"bench", "-bogus"}, 2, "", "flag provided but not defined: -bogus"},
 		{"exclusive flags", []string{"bench", "-spawn", "2", "-nodes", "127.0.0.1:8081"}, 2, "", "-spawn and -nodes exclude each other"},
 		{"stray argument", []string{"bench", "now"}, 2, "", `unexpected argument "now"`},
+		{"publishers without a room", []string{"bench", "-publishers", "4"}, 2, "", "wsmesh bench: -publishers applies only with -room"},
+		{"room with recipients", []string{"bench", "-room", "r", "-recipients", "10"}, 2, "", "-recipients does not apply with -room"},
+		{"bad room", []string{"bench", "-room", "a b"}, 2, "", `-room "a b": bad room name`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -10,7 +10,10 @@
 // its open files limit allows: ceil(clients/15000) workers by default, for a
 // limit of 20,000), then calls POST /send on
 // -send-to nodes, -recipients users per call, at -rate calls per second or
-// as fast as -senders concurrent calls go, until -messages or -duration. It
+// as fast as -senders concurrent calls go, until -messages or -duration.
+// With -room NAME it tests rooms instead: every client joins room NAME,
+// and -publishers concurrent calls of POST /publish into it do what the
+// /send calls would (see "Rooms" below). It
 // ends everything it started: on completion, Ctrl-C or SIGTERM, the workers
 // close their connections (close 1000) and exit, and the nodes get SIGTERM
 // (SIGKILL after 15 s); should bench itself die, the kernel kills the
@@ -22,6 +25,13 @@
 //	wsmesh bench -spawn 2 -clients 1000 -clients-on 2 -send-to 1 -recipients 100 -duration 20s
 //	wsmesh bench -spawn 3 -clients 1000 -recipients 1 -messages 100000 -senders 16
 //	wsmesh bench -nodes http://127.0.0.1:8081,http://127.0.0.1:8082 -config config.toml -rate 1000 -recipients 10
+//	wsmesh bench -spawn 3 -clients 10000 -room r -publishers 4 -duration 10s
+//	wsmesh bench -spawn 3 -clients 10000 -room r -rate 100 -duration 10s -join-probes 0
+//	wsmesh bench -spawn 3 -clients 10000 -recipients 10000 -senders 4 -duration 10s
+//
+// The last is the /send to the same 10k users that the first publishes to:
+// spawned nodes take -recipients users per call (their
+// http.max_users_per_send is raised to it when it is over 1000).
 //
 // # How a message is measured
 //
@@ -35,6 +45,47 @@
 // and the client's read. With -rate, t is when the call was actually made;
 // if the senders fall behind the schedule, the shortfall shows as a lower
 // sends rate, not as latency.
+//
+// # Rooms
+//
+// With -room NAME, each client's token carries a rooms claim allowing NAME,
+// and once every node's table lists every session, each client sends
+// {"type":"join","room":NAME} (paced at -connect-rate, all workers
+// together). Bench then waits until every node's GET /rooms/NAME counts
+// every client, runs the join probes (below), and calls POST /publish
+// {"room":NAME,"data":...} on the -send-to nodes, round robin, at -rate
+// calls per second or as fast as -publishers concurrent calls go, until
+// -messages or -duration. The data is /send's, sequence number and send
+// time included, so everything above holds per member: a publish's
+// "delivered" (summed over the nodes) is what its members should receive.
+//
+// Publish → last member: per publish, the latest receipt at any member
+// minus the send time (each worker keeps, per sequence number, the largest
+// latency it saw; bench takes the largest over the workers); percentiles
+// over publishes. A publish some member never received is left out and
+// counted as incomplete. With N members it is the slowest of N
+// deliveries, so it is at least the members' p(1-1/N) latency: for a
+// large room, the time until the whole room has the message.
+//
+// Join → first publish from another node (join probes): a client that
+// joins a room in which its node already has members is reached by the
+// next publish from anywhere, since every node already sends that room's
+// publishes to its node. The slow case is a node's first member: the
+// publishing node learns of it only when the member's node announces its
+// new count (the cluster's interest table). Each probe measures that case
+// on a room of its own, NAME~probe-<tag>-<k>, with no member anywhere:
+// a fresh client on node A (the clients' nodes in turn) gets its welcome,
+// sends its join frame (time J), and at once a probe publisher calls POST
+// /publish into the probe room on another node B (a -send-to node if
+// there is one) again and again, each call answered before the next, until
+// one reports a delivery. The sample is the time the client receives its
+// first message in the room minus J: the join on A, A's announcement to
+// B, and the first publish B makes once it knows, relayed to A and
+// written to the client. It reads high by at most one /publish call (the
+// wait for the next one). Probes run one at a time, in the bench process,
+// after the clients have joined and before the publishing starts (so on a
+// cluster holding the clients, without the publish load). -join-probes 0
+// skips them; they need two nodes.
 //
 // # Reading the summary
 //
@@ -55,7 +106,10 @@
 // results: the /send answers' per-session results added up. delivered means
 // the owner node queued the frame for that connection; offline, that the
 // user had no session (more -users than -clients, or a dropped client);
-// error, that the session could not take it (e.g. its queue was full).
+// error, that the session could not take it (e.g. its queue was full);
+// unreachable (shown when not 0), that the owner node did not answer
+// within the cluster's call timeout: the message may still have reached
+// the client, and then counts as extra below.
 //
 // messages: expected is the results delivered, received the frames the
 // clients got. They are compared per message: missing counts frames
@@ -75,6 +129,28 @@
 // latency and rates measure the pair, and an overloaded machine shows up
 // first as a high p99.
 //
+// With -room: publishes replaces sends (the POST /publish calls, the same
+// fields); results has delivered, the /publish answers' "delivered" added
+// up, and unreachable, the nodes they named unreachable (a node that did
+// not answer within the call timeout: its members may still have had the
+// message, counted as extra). room: members is what the nodes' GET
+// /rooms/NAME counted (the smallest of them) once all had joined, after
+// joined_s from the first join frame; joined and join_errors count the
+// joined frames and the refused (or unsent) joins; join_latency is join
+// frame sent → joined frame received, per client, while the others join;
+// last_member_latency and last_member_incomplete as above; join_probes:
+// probes, ok, timed_out (no message within 5 s), failed, first_publish
+// (join → first publish from another node), joined (join → joined, for
+// the probe's client) and publish_calls_mean (calls until one reached the
+// client: about the announcement's delay over one call's duration). Per
+// node: room_members, its own count; fanout_items_received, the growth of
+// its wsmesh_fanout_items_received_total from just before the first
+// publish to after the last message was received, and
+// publishes_via_other_nodes, the publishes answered 200 that entered
+// through other nodes: a node with members should receive exactly one
+// relay item per such publish (its own publishes it delivers without
+// one), a node without members none.
+//
 // nodes: each node's resident memory (VmRSS from /proc for spawned nodes,
 // process_resident_memory_bytes from GET /metrics for others) before any
 // client connected, once all had, and at the end, before the clients
@@ -85,7 +161,7 @@
 // workers: the client processes, their clients and RSS.
 //
 // The progress line (on a terminal only, rewritten every second) shows
-// connections, sends made, messages received, messages per second and p99
+// connections, sends (or publishes) made, messages received, messages per second and p99
 // latency over the last second.
 //
 // Exit code 0 means the run completed, whatever it measured: read missing,

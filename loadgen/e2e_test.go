@@ -365,3 +365,79 @@ format = "json"
 		t.Errorf("summary: %s", raw)
 	}
 }
+
+// TestBenchRoom runs a -room run in this process (-workers 0: the clients'
+// joins and receipts run under -race too) on two spawned nodes: every
+// publish must reach every member once, the last-member latencies must
+// cover every publish, the join probes must all succeed, and each node
+// must receive one relay item per publish made through the other.
+func TestBenchRoom(t *testing.T) {
+	bin := wsmeshBinary(t)
+	const clients, publishes = 20, 100
+	o, err := ParseArgs([]string{"-spawn", "2", "-clients", "20", "-room", "live:1", "-publishers", "3",
+		"-messages", "100", "-join-probes", "5", "-workers", "0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Exe = bin
+	var log syncBuffer
+	sum, err := Run(t.Context(), o, &log)
+	t.Logf("log:\n%s", log.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := json.Marshal(sum)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text bytes.Buffer
+	sum.writeText(&text)
+	t.Logf("summary:\n%s", text.String())
+
+	if sum.Mode != "room" || sum.Sends != nil || sum.Publishes == nil || len(sum.Warnings) > 0 {
+		t.Fatalf("mode %q, sends %v, publishes %v, warnings %v", sum.Mode, sum.Sends, sum.Publishes, sum.Warnings)
+	}
+	if p := sum.Publishes; p.OK != publishes || p.Started != publishes || p.HTTPErrors+p.TransportErrors != 0 {
+		t.Errorf("publishes: %+v", p)
+	}
+	m := sum.Messages
+	if sum.Results.Delivered != clients*publishes || sum.Results.Unreachable != 0 ||
+		m.Expected != clients*publishes || m.Received != clients*publishes || m.Missing != 0 || m.Extra != 0 || m.Unparsed != 0 {
+		t.Errorf("results %+v, messages %+v: want %d delivered and received", sum.Results, m, clients*publishes)
+	}
+	rs := sum.Room
+	if rs == nil || rs.Room != "live:1" || rs.Members != clients || rs.Joined != clients || rs.JoinErrors != 0 ||
+		rs.JoinLatency.Count != clients || rs.JoinedS <= 0 {
+		t.Fatalf("room: %+v", rs)
+	}
+	if rs.LastMember.Count != publishes || rs.LastMemberIncomplete != 0 || rs.LastMember.MaxMS != sum.Latency.MaxMS ||
+		rs.LastMember.P50MS < sum.Latency.P50MS {
+		t.Errorf("last member %+v (incomplete %d), every member %+v", rs.LastMember, rs.LastMemberIncomplete, *sum.Latency)
+	}
+	if pr := rs.Probes; pr == nil || pr.Probes != 5 || pr.OK != 5 || pr.FirstPublish.Count != 5 || pr.Joined.Count != 5 ||
+		pr.PublishCalls < 1 || pr.FirstPublish.MinMS < pr.Joined.MinMS {
+		t.Errorf("join probes: %+v", pr)
+	}
+	for _, n := range sum.Nodes {
+		if n.RoomMembers != clients/2 || n.FanoutItems == nil || n.PublishesElsewhere == nil ||
+			*n.FanoutItems != *n.PublishesElsewhere || *n.PublishesElsewhere == 0 {
+			t.Errorf("node %s: %d members, relay items %v for %v publishes via the other", n.Name, n.RoomMembers, n.FanoutItems, n.PublishesElsewhere)
+		}
+	}
+	for _, want := range []string{`"publishes":{`, `"last_member_latency":{`, `"join_probes":{`, `"first_publish":{`, `"fanout_items_received":`} {
+		if !bytes.Contains(raw, []byte(want)) {
+			t.Errorf("JSON summary lacks %s:\n%s", want, raw)
+		}
+	}
+	for _, want := range []string{"100 ok of 100", "2000 expected, 2000 received, 0 missing", "last member  p50 ",
+		"join → first publish from another node: p50 ", "relay items  received: n1 "} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("text summary lacks %q", want)
+		}
+	}
+	var pids []int
+	for _, n := range sum.Nodes {
+		pids = append(pids, n.PID)
+	}
+	checkAllEnded(t, pids, log.String())
+}

@@ -227,6 +227,7 @@ type fleet struct {
 // aggregate is the sum of the workers' reports.
 type aggregate struct {
 	Opened, Failed, Dropped, Received, Other, Bad int64
+	Joined, JoinErrors                            int64
 	Window                                        *Histogram
 }
 
@@ -252,6 +253,8 @@ func (f *fleet) report(ctx context.Context, window bool) (aggregate, error) {
 		a.Received += r.Received
 		a.Other += r.Other
 		a.Bad += r.Bad
+		a.Joined += r.Joined
+		a.JoinErrors += r.JoinErrors
 		if window && r.Window != nil {
 			_ = a.Window.MergeSnapshot(*r.Window)
 		}

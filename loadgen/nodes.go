@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -15,7 +16,7 @@ import (
 	"time"
 )
 
-// nodeAPI calls the nodes' HTTP API (GET /cluster, GET /metrics).
+// nodeAPI calls the nodes' HTTP API (GET /cluster, /rooms/{room}, /metrics).
 type nodeAPI struct {
 	client *http.Client
 	apiKey string
@@ -91,8 +92,47 @@ func (c *clusterInfo) alive() int {
 // itself first).
 func (c *clusterInfo) ownSessions() int { return c.Members[0].Sessions }
 
+// roomInfo is a node's GET /rooms/{room} answer: the room's members on
+// each node, as that node's table counts them.
+type roomInfo struct {
+	Room    string `json:"room"`
+	Members int    `json:"members"`
+	Nodes   []struct {
+		Node    string `json:"node"`
+		Members int    `json:"members"`
+	} `json:"nodes"`
+}
+
+func (a *nodeAPI) room(ctx context.Context, addr, room string) (*roomInfo, error) {
+	body, err := a.get(ctx, addr, "/rooms/"+url.PathEscape(room))
+	if err != nil {
+		return nil, err
+	}
+	var ri roomInfo
+	if err := json.Unmarshal(body, &ri); err != nil || ri.Room != room {
+		return nil, fmt.Errorf("GET /rooms/%s: unexpected answer %.200s", room, body)
+	}
+	return &ri, nil
+}
+
+// membersOn is the room's member count on node.
+func (ri *roomInfo) membersOn(node string) int {
+	for _, n := range ri.Nodes {
+		if n.Node == node {
+			return n.Members
+		}
+	}
+	return 0
+}
+
 // metricsRSS reads process_resident_memory_bytes from GET /metrics.
 func (a *nodeAPI) metricsRSS(ctx context.Context, addr string) (int64, error) {
+	v, err := a.metric(ctx, addr, "process_resident_memory_bytes")
+	return int64(v), err
+}
+
+// metric reads the value of an unlabelled metric from GET /metrics.
+func (a *nodeAPI) metric(ctx context.Context, addr, name string) (float64, error) {
 	body, err := a.get(ctx, addr, "/metrics")
 	if err != nil {
 		return 0, err
@@ -100,15 +140,15 @@ func (a *nodeAPI) metricsRSS(ctx context.Context, addr string) (int64, error) {
 	sc := bufio.NewScanner(strings.NewReader(string(body)))
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "process_resident_memory_bytes "); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			if err != nil {
-				return 0, fmt.Errorf("GET /metrics: process_resident_memory_bytes %q: %v", v, err)
+				return 0, fmt.Errorf("GET /metrics: %s %q: %v", name, v, err)
 			}
-			return int64(f), nil
+			return f, nil
 		}
 	}
-	return 0, errors.New("GET /metrics: no process_resident_memory_bytes")
+	return 0, errors.New("GET /metrics: no " + name)
 }
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat's CPU times: 100 on

@@ -15,13 +15,16 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"wsmesh/session"
 )
 
 // Usage is the text of `wsmesh bench -h`.
 const Usage = `Usage: wsmesh bench [flags]
 
-Load-tests wsmesh nodes: opens WebSocket clients, calls POST /send and
-measures, end to end, what the clients receive. It starts its nodes itself
+Load-tests wsmesh nodes: opens WebSocket clients, calls POST /send (or,
+with -room, POST /publish into a room every client joins) and measures,
+end to end, what the clients receive. It starts its nodes itself
 with -spawn N, or tests running ones given with -nodes (and -config for
 their jwt_secret and api key).
 
@@ -49,7 +52,8 @@ Clients:
                       0: the clients run in this process
 
 Load:
-  -recipients K       users per POST /send (default 1)
+  -recipients K       users per POST /send (default 1); spawned nodes take up to
+                      K per call (their http.max_users_per_send, 1000 by default)
   -rate R             sends per second (default 0: as fast as -senders allow)
   -senders S          concurrent POST /send calls (default 8)
   -payload BYTES      size of each message's data (default 128; at least the
@@ -57,6 +61,15 @@ Load:
   -messages M         stop after M sends (default: no count, up to 10,000,000)
   -duration D         stop sending after D (default 30s); with -idle: how long to hold
   -idle               only connect and hold: RSS per connection and connect rate
+
+Rooms (instead of /send):
+  -room NAME          every client joins room NAME (a join frame, allowed by a
+                      rooms claim in its token), then POST /publish into it
+  -publishers P       with -room: concurrent POST /publish calls (default 8);
+                      -rate, -messages and -duration then count publishes
+  -join-probes N      with -room: probes of join → first publish from another
+                      node, one at a time, before publishing (default 100;
+                      0: none; they need 2 or more nodes)
 
 Output:
   -json               print one JSON summary object on stdout (nothing else on stdout)
@@ -76,6 +89,7 @@ const (
 	maxSenders       = 1024
 	defaultPerWorker = 15000
 	fdReserve        = 1000 // open files a process keeps for other than client sockets
+	maxJoinProbes    = 10000
 )
 
 // Options are bench's flags, parsed and checked.
@@ -99,6 +113,9 @@ type Options struct {
 	Workers     int // 0: clients in this process
 	ConnectRate float64
 	Idle        bool
+	Room        string // -room: publish into this room instead of /send
+	Publishers  int    // -room: concurrent /publish calls
+	JoinProbes  int    // -room: join → first publish from another node, samples
 
 	// Exe is the binary run as nodes (serve) and workers (bench -worker):
 	// os.Executable() unless set (tests set it to a freshly built wsmesh).
@@ -141,6 +158,9 @@ func ParseArgs(args []string) (*Options, error) {
 	fs.IntVar(&o.Workers, "workers", -1, "")
 	fs.Float64Var(&o.ConnectRate, "connect-rate", 5000, "")
 	fs.BoolVar(&o.Idle, "idle", false, "")
+	fs.StringVar(&o.Room, "room", "", "")
+	fs.IntVar(&o.Publishers, "publishers", 8, "")
+	fs.IntVar(&o.JoinProbes, "join-probes", 100, "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
@@ -236,8 +256,15 @@ func ParseArgs(args []string) (*Options, error) {
 	if o.Duration <= 0 || o.Duration > maxDuration {
 		return nil, usagef("-duration %s: want more than 0 and at most %s", o.Duration, maxDuration)
 	}
+	if !set["room"] {
+		for _, f := range []string{"publishers", "join-probes"} {
+			if set[f] {
+				return nil, usagef("-%s applies only with -room (it publishes into the room every client joins)", f)
+			}
+		}
+	}
 	if o.Idle {
-		for _, f := range []string{"recipients", "rate", "senders", "messages", "payload", "send-to"} {
+		for _, f := range []string{"recipients", "rate", "senders", "messages", "payload", "send-to", "room"} {
 			if set[f] {
 				return nil, usagef("-%s does not apply with -idle (it only connects and holds for -duration)", f)
 			}
@@ -245,11 +272,31 @@ func ParseArgs(args []string) (*Options, error) {
 		o.SendTo = nil
 		return o, nil
 	}
+	if set["room"] {
+		if err := session.ValidRoom(o.Room); err != nil {
+			return nil, usagef("-room %q: %v", o.Room, err)
+		}
+		if len(o.Room) > session.MaxRoomBytes-len(probeSuffix)-12 {
+			return nil, usagef("-room: at most %d bytes (the join probes' rooms add a suffix)", session.MaxRoomBytes-len(probeSuffix)-12)
+		}
+		for _, f := range []string{"recipients", "senders"} {
+			if set[f] {
+				return nil, usagef("-%s does not apply with -room: every publish goes to the whole room (-publishers sets the concurrency)", f)
+			}
+		}
+		switch {
+		case o.Publishers < 1 || o.Publishers > maxSenders:
+			return nil, usagef("-publishers %d: want 1 to %d", o.Publishers, maxSenders)
+		case o.JoinProbes < 0 || o.JoinProbes > maxJoinProbes:
+			return nil, usagef("-join-probes %d: want 0 to %d", o.JoinProbes, maxJoinProbes)
+		}
+		o.Recipients, o.Senders = 0, o.Publishers
+	} else {
+		o.Publishers, o.JoinProbes = 0, 0
+	}
 	switch {
-	case o.Recipients < 1 || o.Recipients > o.Users:
+	case !set["room"] && (o.Recipients < 1 || o.Recipients > o.Users):
 		return nil, usagef("-recipients %d: want 1 to -users (%d)", o.Recipients, o.Users)
-	case o.Spawn > 0 && o.Recipients > 1000:
-		return nil, usagef("-recipients %d: spawned nodes take at most 1000 users per /send (http.max_users_per_send)", o.Recipients)
 	case o.Rate < 0 || o.Rate > 1e6 || math.IsNaN(o.Rate):
 		return nil, usagef("-rate %g: want 0 (as fast as possible) to 1000000 sends per second", o.Rate)
 	case o.Senders < 1 || o.Senders > maxSenders:

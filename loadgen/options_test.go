@@ -38,7 +38,15 @@ func TestParseArgsErrors(t *testing.T) {
 		{[]string{"-spawn", "2", "-send-to", "first"}, `"first" is neither a node number`},
 		{[]string{"-recipients", "0"}, "-recipients 0: want 1 to -users (100)"},
 		{[]string{"-users", "5", "-recipients", "6"}, "-recipients 6: want 1 to -users (5)"},
-		{[]string{"-spawn", "1", "-clients", "2000", "-recipients", "1001"}, "at most 1000 users per /send"},
+		{[]string{"-publishers", "4"}, "-publishers applies only with -room"},
+		{[]string{"-join-probes", "4"}, "-join-probes applies only with -room"},
+		{[]string{"-room", "has space"}, `-room "has space": bad room name`},
+		{[]string{"-room", strings.Repeat("r", 190)}, "-room: at most"},
+		{[]string{"-room", "r", "-recipients", "5"}, "-recipients does not apply with -room"},
+		{[]string{"-room", "r", "-senders", "5"}, "-senders does not apply with -room"},
+		{[]string{"-room", "r", "-publishers", "0"}, "-publishers 0: want 1 to 1024"},
+		{[]string{"-room", "r", "-join-probes", "-1"}, "-join-probes -1: want 0 to 10000"},
+		{[]string{"-room", "r", "-idle"}, "-room does not apply with -idle"},
 		{[]string{"-rate", "-1"}, "-rate -1"},
 		{[]string{"-senders", "0"}, "-senders 0: want 1 to 1024"},
 		{[]string{"-duration", "0s"}, "-duration 0s: want more than 0"},
@@ -122,6 +130,20 @@ func TestParseArgsDefaults(t *testing.T) {
 	_, err = ParseArgs([]string{"-idle", "-send-to", "1"})
 	if err == nil {
 		t.Fatal("-idle with -send-to accepted")
+	}
+	o, err = ParseArgs([]string{"-spawn", "2", "-clients", "2000", "-recipients", "2000"}) // the spawned nodes take 2000 per /send
+	if err != nil || o.Recipients != 2000 {
+		t.Fatalf("-recipients 2000 with -spawn: %v", err)
+	}
+	o, err = ParseArgs([]string{"-spawn", "2", "-room", "live:1", "-publishers", "3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Room != "live:1" || o.Publishers != 3 || o.Senders != 3 || o.JoinProbes != 100 || o.Recipients != 0 {
+		t.Fatalf("-room: %+v", o)
+	}
+	if o, err = ParseArgs([]string{"-room", "r"}); err != nil || o.Publishers != 8 {
+		t.Fatalf("-room defaults: %+v, %v", o, err)
 	}
 	o, err = ParseArgs([]string{"-nodes", "http://127.0.0.1:8081,127.0.0.1:8082", "-clients-on", "http://127.0.0.1:8082", "-send-to", "1"})
 	if err != nil {
@@ -237,5 +259,67 @@ func TestSeqCounts(t *testing.T) {
 	}
 	if err := b.addEncoded([]byte{1, 2, 3}); err == nil {
 		t.Fatal("a ragged encoding was accepted")
+	}
+}
+
+func TestPublishBody(t *testing.T) {
+	s := newPublisher([]string{"127.0.0.1:1", "127.0.0.1:2"}, "", `live:"1"`, 100, 2)
+	if !slices.Equal(s.urls, []string{"http://127.0.0.1:1/publish", "http://127.0.0.1:2/publish"}) {
+		t.Fatalf("urls %v", s.urls)
+	}
+	var b struct {
+		Room string          `json:"room"`
+		Data json.RawMessage `json:"data"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(s.body(42, 1_700_000_000_000_000_001)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&b); err != nil || b.Room != `live:"1"` {
+		t.Fatalf("body: %+v, %v", b, err)
+	}
+	// What members of the room get, and what the client reads back.
+	frame := session.RoomMessageFrame("01a2062b-1f19-7000-b891-1edb6a36ddbf", b.Room, b.Data)
+	sent, seq, ok, isMsg := parseFrame(frame)
+	if !ok || !isMsg || sent != 1_700_000_000_000_000_001 || seq != 42 {
+		t.Fatalf("parseFrame(%s) = %d %d %v %v", frame, sent, seq, ok, isMsg)
+	}
+}
+
+func TestDecodeAnswer(t *testing.T) {
+	for _, tc := range []struct {
+		body string
+		want sendAnswer
+	}{
+		{`{"id":"x","delivered":3,"offline":1,"unreachable":0,"failed":2,"results":[{"user":"u1","status":"delivered"}]}`, sendAnswer{Delivered: 3, Offline: 1, Failed: 2}},
+		{`{"id":"x","delivered":0,"offline":0,"unreachable":4,"failed":0,"results":[]}`, sendAnswer{Unreachable: 4}},
+		{`{"id":"x","delivered":3,"offline":0,"unreachable":0,"failed":0,"results":[{"broken`, sendAnswer{Delivered: 3}}, // the results are not read
+		{`{"id":"x","delivered":7,"nodes":[{"node":"n1","delivered":7}],"unreachable":["n2","n3"]}`, sendAnswer{Delivered: 7, Unreachable: 2}},
+	} {
+		got, err := decodeAnswer(strings.NewReader(tc.body))
+		if err != nil || got != tc.want {
+			t.Errorf("%s: %+v, %v; want %+v", tc.body, got, err, tc.want)
+		}
+	}
+	for _, body := range []string{``, `[]`, `{"delivered":"x"}`, `{"unreachable":{}}`} {
+		if _, err := decodeAnswer(strings.NewReader(body)); err == nil {
+			t.Errorf("%q: no error", body)
+		}
+	}
+}
+
+func TestSeqMax(t *testing.T) {
+	var a, b seqMax
+	a.raise(0, 5)
+	a.raise(0, 3)
+	a.raise(70000, 9)
+	b.raise(0, 4)
+	b.raise(1, 2)
+	if err := b.raiseEncoded(a.encode()); err != nil {
+		t.Fatal(err)
+	}
+	if b.get(0) != 5 || b.get(1) != 2 || b.get(70000) != 9 || b.get(2) != 0 || b.top.Load() != 70001 {
+		t.Fatalf("merged: %d %d %d %d, top %d", b.get(0), b.get(1), b.get(70000), b.get(2), b.top.Load())
+	}
+	if err := b.raiseEncoded(make([]byte, 7)); err == nil {
+		t.Fatal("7 bytes accepted")
 	}
 }

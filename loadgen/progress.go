@@ -43,7 +43,11 @@ func (r *runner) showProgress(ctx context.Context) {
 			line += fmt.Sprintf(" (%d failed, %d dropped)", agg.Failed, agg.Dropped)
 		}
 		if s := r.sender; s != nil {
-			line += fmt.Sprintf("  sent %d  received %d  %.0f msgs/s", s.started.Load(), agg.Received, rate)
+			verb := "sent"
+			if s.room != "" {
+				verb = "published"
+			}
+			line += fmt.Sprintf("  %s %d  received %d  %.0f msgs/s", verb, s.started.Load(), agg.Received, rate)
 			if agg.Window.Count() > 0 {
 				line += "  p99 " + fmtNS(agg.Window.Quantile(0.99))
 			}

@@ -12,7 +12,7 @@ import (
 
 // Summary is what a run measured; -json prints it as one object.
 type Summary struct {
-	Mode        string `json:"mode"` // "send" or "idle"
+	Mode        string `json:"mode"` // "send", "room" or "idle"
 	Interrupted bool   `json:"interrupted,omitempty"`
 
 	Config      RunConfig        `json:"config"`
@@ -20,9 +20,11 @@ type Summary struct {
 	Workers     []WorkerSummary  `json:"workers"`
 	Connections ConnSummary      `json:"connections"`
 	Sends       *SendSummary     `json:"sends,omitempty"`
+	Publishes   *SendSummary     `json:"publishes,omitempty"` // with -room: the POST /publish calls
 	Results     *ResultsSummary  `json:"results,omitempty"`
 	Messages    *MessagesSummary `json:"messages,omitempty"`
 	Latency     *Latency         `json:"latency,omitempty"` // send time to receive time, per message
+	Room        *RoomSummary     `json:"room,omitempty"`
 	Idle        *IdleSummary     `json:"idle,omitempty"`
 	// BenchCPUS is the CPU time of this bench process (the /send calls,
 	// and the clients with -workers 0): with the nodes' and workers', it
@@ -40,6 +42,9 @@ type RunConfig struct {
 	Clients     int      `json:"clients"`
 	Users       int      `json:"users"`
 	Recipients  int      `json:"recipients,omitempty"`
+	Room        string   `json:"room,omitempty"`
+	Publishers  int      `json:"publishers,omitempty"`
+	JoinProbes  int      `json:"join_probes,omitempty"`
 	Rate        float64  `json:"rate,omitempty"`
 	Senders     int      `json:"senders,omitempty"`
 	Messages    int64    `json:"messages,omitempty"`
@@ -69,6 +74,18 @@ type NodeSummary struct {
 	// reading to the "after" one (spawned nodes only).
 	CPUS float64 `json:"cpu_s,omitempty"`
 	cpu0 time.Duration
+
+	// With -room. RoomMembers is the room's members on this node, as its
+	// own GET /rooms/{room} counts them once all had joined.
+	RoomMembers int `json:"room_members,omitempty"`
+	// FanoutItems is the growth of its wsmesh_fanout_items_received_total
+	// over the publishing (from the first publish to the last message
+	// received): the publish relay items it received. PublishesElsewhere
+	// is the publishes answered 200 that entered through other nodes: with
+	// members here, one item each is what the node should receive.
+	FanoutItems        *int64 `json:"fanout_items_received,omitempty"`
+	PublishesElsewhere *int64 `json:"publishes_via_other_nodes,omitempty"`
+	fanout0            float64
 }
 
 // WorkerSummary is one client worker process.
@@ -111,11 +128,41 @@ type SendSummary struct {
 	Latency         Latency          `json:"latency"`    // of the calls answered 200
 }
 
-// ResultsSummary adds up the /send answers' per-session results.
+// ResultsSummary adds up the /send answers' per-session results, or the
+// /publish answers' counts.
 type ResultsSummary struct {
 	Delivered int64 `json:"delivered"`
 	Offline   int64 `json:"offline"`
 	Error     int64 `json:"error"`
+	// Unreachable is the sessions /send answered "unreachable" (their node
+	// did not answer in time; the message may still have reached them),
+	// or, with -room, the nodes the /publish answers named unreachable,
+	// added up.
+	Unreachable int64 `json:"unreachable,omitempty"`
+}
+
+// RoomSummary is the room's side of a -room run.
+type RoomSummary struct {
+	Room string `json:"room"`
+	// Members is the smallest member count the nodes' GET /rooms/{room}
+	// gave once every client had joined (or the wait gave up).
+	Members    int   `json:"members"`
+	Joined     int64 `json:"joined"`      // "joined" frames the clients received
+	JoinErrors int64 `json:"join_errors"` // joins refused or not sent
+	// JoinedS is the time from the first join frame until every node
+	// counted every member.
+	JoinedS float64 `json:"joined_s,omitempty"`
+	// JoinLatency is join frame sent → joined frame received, per client
+	// (the joins paced at -connect-rate).
+	JoinLatency Latency `json:"join_latency"`
+	// LastMember is, per publish, the latest receipt at any member minus
+	// the publish's send time: the time until the whole room had it.
+	// Publishes some member reported delivered never received are left
+	// out, and counted in LastMemberIncomplete.
+	LastMember           Latency `json:"last_member_latency"`
+	LastMemberIncomplete int64   `json:"last_member_incomplete"`
+	// Probes measure join → first publish from another node.
+	Probes *ProbeSummary `json:"join_probes,omitempty"`
 }
 
 // MessagesSummary compares what /send reported delivered with what the
@@ -157,13 +204,17 @@ func (s *Summary) writeText(w io.Writer) {
 		origin = "spawned"
 	}
 	title := fmt.Sprintf("%d %s node(s); %d clients of %d users on %s", len(c.Nodes), origin, c.Clients, c.Users, strings.Join(c.ClientsOn, ","))
-	if s.Mode == "send" {
-		rate := "as fast as possible"
-		if c.Rate > 0 {
-			rate = fmt.Sprintf("%g/s", c.Rate)
-		}
+	rate := "as fast as possible"
+	if c.Rate > 0 {
+		rate = fmt.Sprintf("%g/s", c.Rate)
+	}
+	switch s.Mode {
+	case "send":
 		title += fmt.Sprintf("; /send to %s, %d recipient(s), %s with %d senders, %d B data",
 			strings.Join(c.SendTo, ","), c.Recipients, rate, c.Senders, c.Payload)
+	case "room":
+		title += fmt.Sprintf("; room %q, /publish to %s, %s with %d publishers, %d B data",
+			c.Room, strings.Join(c.SendTo, ","), rate, c.Publishers, c.Payload)
 	}
 	fmt.Fprintf(w, "wsmesh bench (%s): %s\n", s.Mode, title)
 	if s.Interrupted {
@@ -182,10 +233,29 @@ func (s *Summary) writeText(w io.Writer) {
 	for _, e := range cs.Errors {
 		p("", "connect error: %s", e)
 	}
-	if sd := s.Sends; sd != nil {
-		p("sends", "%d ok of %d in %.2fs (%.0f/s); %d HTTP errors, %d transport errors",
+	if rs := s.Room; rs != nil {
+		p("room", "%q: %d members counted by every node after %.2fs; %d joined, %d join errors",
+			rs.Room, rs.Members, rs.JoinedS, rs.Joined, rs.JoinErrors)
+		p("", "join → joined: p50 %s  p99 %s  max %s", fmtMS(rs.JoinLatency.P50MS), fmtMS(rs.JoinLatency.P99MS), fmtMS(rs.JoinLatency.MaxMS))
+		if pr := rs.Probes; pr != nil {
+			p("join probes", "%d ok of %d (%d timed out, %d failed); %.1f /publish calls each on average",
+				pr.OK, pr.Probes, pr.TimedOut, pr.Failed, pr.PublishCalls)
+			l := pr.FirstPublish
+			p("", "join → first publish from another node: p50 %s  p90 %s  p99 %s  max %s",
+				fmtMS(l.P50MS), fmtMS(l.P90MS), fmtMS(l.P99MS), fmtMS(l.MaxMS))
+			for _, e := range pr.Errors {
+				p("", "probe error: %s", e)
+			}
+		}
+	}
+	sd, calls, path := s.Sends, "sends", "/send"
+	if s.Publishes != nil {
+		sd, calls, path = s.Publishes, "publishes", "/publish"
+	}
+	if sd != nil {
+		p(calls, "%d ok of %d in %.2fs (%.0f/s); %d HTTP errors, %d transport errors",
 			sd.OK, sd.Started, sd.DurationS, sd.Rate, sd.HTTPErrors, sd.TransportErrors)
-		p("", "/send call: p50 %s  p99 %s  max %s", fmtMS(sd.Latency.P50MS), fmtMS(sd.Latency.P99MS), fmtMS(sd.Latency.MaxMS))
+		p("", "%s call: p50 %s  p99 %s  max %s", path, fmtMS(sd.Latency.P50MS), fmtMS(sd.Latency.P99MS), fmtMS(sd.Latency.MaxMS))
 		if len(sd.ByStatus) > 0 {
 			p("", "by status: %s", fmtCounts(sd.ByStatus))
 		}
@@ -194,7 +264,15 @@ func (s *Summary) writeText(w io.Writer) {
 		}
 	}
 	if r := s.Results; r != nil {
-		p("results", "%d delivered, %d offline, %d error", r.Delivered, r.Offline, r.Error)
+		if s.Mode == "room" {
+			p("results", "%d delivered, %d unreachable nodes", r.Delivered, r.Unreachable)
+		} else {
+			line := fmt.Sprintf("%d delivered, %d offline, %d error", r.Delivered, r.Offline, r.Error)
+			if r.Unreachable > 0 {
+				line += fmt.Sprintf(", %d unreachable", r.Unreachable)
+			}
+			p("results", "%s", line)
+		}
 	}
 	if m := s.Messages; m != nil {
 		p("messages", "%d expected, %d received, %d missing, %d extra; %.0f msgs/s at the clients over %.2fs",
@@ -209,6 +287,20 @@ func (s *Summary) writeText(w io.Writer) {
 	if l := s.Latency; l != nil {
 		p("latency", "p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (mean %s, %d messages)",
 			fmtMS(l.P50MS), fmtMS(l.P90MS), fmtMS(l.P99MS), fmtMS(l.P999MS), fmtMS(l.MaxMS), fmtMS(l.MeanMS), l.Count)
+	}
+	if rs := s.Room; rs != nil && s.Messages != nil {
+		l := rs.LastMember
+		p("last member", "p50 %s  p90 %s  p99 %s  max %s  (mean %s, %d publishes; %d incomplete left out)",
+			fmtMS(l.P50MS), fmtMS(l.P90MS), fmtMS(l.P99MS), fmtMS(l.MaxMS), fmtMS(l.MeanMS), l.Count, rs.LastMemberIncomplete)
+		var items []string
+		for _, n := range s.Nodes {
+			if n.FanoutItems != nil && n.PublishesElsewhere != nil {
+				items = append(items, fmt.Sprintf("%s %d (%d members, %d publishes via others)", n.Name, *n.FanoutItems, n.RoomMembers, *n.PublishesElsewhere))
+			}
+		}
+		if len(items) > 0 {
+			p("relay items", "received: %s", strings.Join(items, ", "))
+		}
 	}
 	for _, n := range s.Nodes {
 		line := fmt.Sprintf("%s %s: %s before, %s connected, %s after (%d sessions)",

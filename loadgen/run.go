@@ -26,6 +26,10 @@ const (
 	registerLimit = 30 * time.Second // until every table lists every session
 	drainLimit    = 30 * time.Second // after the last send, for the last messages
 	drainStall    = 5 * time.Second  // ... or this long without a new one
+	// drainQuiet: with calls answered "unreachable", messages may arrive
+	// beyond those reported delivered (extra), so reaching the count
+	// proves nothing: the drain also waits this long without a new one.
+	drainQuiet = 500 * time.Millisecond
 )
 
 // Main runs `wsmesh bench args...` and returns the exit code: 0 the run
@@ -115,8 +119,11 @@ func (r *runner) warn(format string, args ...any) {
 func Run(ctx context.Context, o *Options, logw io.Writer) (*Summary, error) {
 	r := &runner{o: o, log: logw, tty: isTTY(logw)}
 	r.sum = &Summary{Mode: "send"}
-	if o.Idle {
+	switch {
+	case o.Idle:
 		r.sum.Mode = "idle"
+	case o.Room != "":
+		r.sum.Mode = "room"
 	}
 	err := r.run(ctx)
 	if cerr := r.cleanup(); cerr != nil {
@@ -176,6 +183,7 @@ func (r *runner) run(ctx context.Context) error {
 	}
 	if !o.Idle {
 		c.Recipients, c.Rate, c.Senders, c.Messages, c.Payload = o.Recipients, o.Rate, o.Senders, o.Messages, o.Payload
+		c.Room, c.Publishers, c.JoinProbes = o.Room, o.Publishers, o.JoinProbes
 		for _, i := range o.SendTo {
 			c.SendTo = append(c.SendTo, r.sum.Nodes[i].Name)
 		}
@@ -196,7 +204,11 @@ func (r *runner) run(ctx context.Context) error {
 		for _, i := range o.SendTo {
 			targets = append(targets, o.Nodes[i])
 		}
-		r.sender = newSender(targets, r.apiKey, o.Users, o.Recipients, o.Payload, o.Senders)
+		if o.Room != "" {
+			r.sender = newPublisher(targets, r.apiKey, o.Room, o.Payload, o.Publishers)
+		} else {
+			r.sender = newSender(targets, r.apiKey, o.Users, o.Recipients, o.Payload, o.Senders)
+		}
 	}
 	progressCtx, stopProgress := context.WithCancel(ctx)
 	progressDone := make(chan struct{})
@@ -213,6 +225,13 @@ func (r *runner) run(ctx context.Context) error {
 		return err
 	}
 	r.readRSS(ctx, func(n *NodeSummary, v int64) { n.RSSConns = v })
+	if o.Room != "" {
+		if err := r.joinRoom(ctx); err != nil {
+			return err
+		}
+		r.sum.Room.Probes = r.probeJoins(ctx)
+		r.readFanout(ctx, func(n *NodeSummary, v float64) { n.fanout0 = v })
+	}
 
 	if o.Idle {
 		r.logf("holding %d connections for %s", r.sum.Connections.Opened, o.Duration)
@@ -226,6 +245,21 @@ func (r *runner) run(ctx context.Context) error {
 		r.sum.Idle = &IdleSummary{HeldS: time.Since(held).Seconds()}
 	} else {
 		r.send(ctx)
+	}
+	if o.Room != "" {
+		r.readFanout(context.WithoutCancel(ctx), func(n *NodeSummary, v float64) {
+			items := int64(v - n.fanout0)
+			n.FanoutItems = &items
+		})
+		for i := range r.sum.Nodes {
+			var elsewhere int64
+			for j, via := range o.SendTo {
+				if via != i {
+					elsewhere += r.sender.okVia[j].Load()
+				}
+			}
+			r.sum.Nodes[i].PublishesElsewhere = &elsewhere
+		}
 	}
 	r.readRSS(context.WithoutCancel(ctx), func(n *NodeSummary, v int64) { n.RSSAfter = v })
 	for i := range r.sum.Nodes {
@@ -247,7 +281,7 @@ func (r *runner) setupNodes(ctx context.Context) error {
 	o := r.o
 	if o.Spawn > 0 {
 		t0 := time.Now()
-		sc, err := spawnCluster(ctx, r.exe, o.Spawn, o.Keep)
+		sc, err := spawnCluster(ctx, r.exe, o.Spawn, o.Keep, o.Recipients)
 		r.spawned = sc
 		if err != nil {
 			return fmt.Errorf("spawn %d nodes: %w", o.Spawn, err)
@@ -331,6 +365,7 @@ func (r *runner) startWorkers() error {
 			Secret:      r.secret,
 			TokenTTL:    o.Duration + time.Hour,
 			ConnectRate: o.ConnectRate / float64(nw),
+			Room:        o.Room,
 			Clients:     make([]clientSpec, 0, o.Clients/nw+1),
 		}
 	}
@@ -434,6 +469,80 @@ func (r *runner) connect(ctx context.Context) error {
 	}
 }
 
+// joinRoom has every client join the room (the workers send the join
+// frames, paced at -connect-rate), then waits until each node's GET
+// /rooms/{room} counts them all.
+func (r *runner) joinRoom(ctx context.Context) error {
+	o := r.o
+	rs := &RoomSummary{Room: o.Room}
+	r.sum.Room = rs
+	r.logf("joining %q", o.Room)
+	t0 := time.Now()
+	for _, w := range r.fleet.workers {
+		if err := w.sendOp(toWorker{Op: "join"}); err != nil {
+			return fmt.Errorf("%s: %w", w.name(), err)
+		}
+	}
+	limit := time.Duration(float64(o.Clients)/o.ConnectRate*float64(time.Second)) + registerLimit
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		agg, err := r.fleet.report(ctx, false)
+		if err != nil {
+			return err
+		}
+		want := int(agg.Opened - agg.Dropped)
+		rs.Joined, rs.JoinErrors = agg.Joined, agg.JoinErrors
+		done := agg.Joined+agg.JoinErrors >= int64(want)
+		rs.Members = -1
+		for i, n := range r.sum.Nodes {
+			ri, err := r.api.room(ctx, n.HTTP, o.Room)
+			if err != nil {
+				return fmt.Errorf("node %s: %w", n.Name, err)
+			}
+			r.sum.Nodes[i].RoomMembers = ri.membersOn(n.Name)
+			if rs.Members < 0 || ri.Members < rs.Members {
+				rs.Members = ri.Members
+			}
+			if ri.Members < want {
+				done = false
+			}
+		}
+		if done {
+			rs.JoinedS = time.Since(t0).Seconds()
+			r.logf("%d members of %q counted by every node after %.2fs (%d joined, %d join errors)", rs.Members, o.Room, rs.JoinedS, rs.Joined, rs.JoinErrors)
+			if rs.JoinErrors > 0 {
+				r.warn("%d joins failed or were refused", rs.JoinErrors)
+			}
+			return nil
+		}
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			r.warn("after %s, %d of %d clients joined (%d errors) and the nodes count at least %d members of %q: publishes may miss some",
+				limit, rs.Joined, want, rs.JoinErrors, rs.Members, o.Room)
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// readFanout reads every node's wsmesh_fanout_items_received_total.
+func (r *runner) readFanout(ctx context.Context, set func(*NodeSummary, float64)) {
+	for i := range r.sum.Nodes {
+		n := &r.sum.Nodes[i]
+		v, err := r.api.metric(ctx, n.HTTP, "wsmesh_fanout_items_received_total")
+		if err != nil {
+			r.warn("node %s: %v", n.Name, err)
+			continue
+		}
+		set(n, v)
+	}
+}
+
 // send runs the /send load, then waits for the clients to receive what
 // was reported delivered.
 func (r *runner) send(ctx context.Context) {
@@ -446,7 +555,11 @@ func (r *runner) send(ctx context.Context) {
 	if o.Messages > 0 {
 		what = fmt.Sprintf("%d messages (at most %s)", o.Messages, o.Duration)
 	}
-	r.logf("sending %s", what)
+	if o.Room != "" {
+		r.logf("publishing into %q %s", o.Room, what)
+	} else {
+		r.logf("sending %s", what)
+	}
 	start := time.Now()
 	r.sendStart = start
 	r.sender.run(ctx, start.Add(o.Duration), o.Rate, o.Senders, limit)
@@ -455,8 +568,10 @@ func (r *runner) send(ctx context.Context) {
 		r.warn("-duration %s ended the run after %d of %d sends (raise -duration)", o.Duration, r.sender.started.Load(), o.Messages)
 	}
 
-	// Drain: until every message reported delivered is received, bounded.
+	// Drain: until every message reported delivered is received, bounded;
+	// if some answers said unreachable, until no more arrive.
 	expected := r.sender.resDelivered.Load()
+	unsure := r.sender.resUnreachable.Load() > 0
 	dl := time.Now().Add(drainLimit)
 	last, lastAt := int64(-1), time.Now()
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -467,11 +582,11 @@ func (r *runner) send(ctx context.Context) {
 			r.warn("waiting for the last messages: %v", err)
 			break
 		}
-		if agg.Received >= expected {
-			break
-		}
 		if agg.Received > last {
 			last, lastAt = agg.Received, time.Now()
+		}
+		if agg.Received >= expected && (!unsure || time.Since(lastAt) > drainQuiet) {
+			break
 		}
 		if time.Since(lastAt) > drainStall || time.Now().After(dl) {
 			r.warn("gave up waiting for %d of %d messages reported delivered", expected-agg.Received, expected)
@@ -504,10 +619,20 @@ func (r *runner) send(ctx context.Context) {
 	}
 	sd.Errors = append(sd.Errors, s.errs...)
 	s.mu.Unlock()
-	r.sum.Sends = sd
-	r.sum.Results = &ResultsSummary{Delivered: s.resDelivered.Load(), Offline: s.resOffline.Load(), Error: s.resFailed.Load()}
+	r.sum.Results = &ResultsSummary{Delivered: s.resDelivered.Load(), Offline: s.resOffline.Load(), Error: s.resFailed.Load(), Unreachable: s.resUnreachable.Load()}
+	path := "/send"
+	if o.Room != "" {
+		r.sum.Publishes, path = sd, "/publish"
+	} else {
+		r.sum.Sends = sd
+	}
 	if sd.HTTPErrors+sd.TransportErrors > 0 {
-		r.warn("%d /send calls failed; first: %v", sd.HTTPErrors+sd.TransportErrors, sd.Errors)
+		r.warn("%d %s calls failed; first: %v", sd.HTTPErrors+sd.TransportErrors, path, sd.Errors)
+	}
+	if n := r.sum.Results.Unreachable; n > 0 && o.Room != "" {
+		r.warn("/publish answers named a node unreachable %d times (its members may have had the message: see extra)", n)
+	} else if n > 0 {
+		r.warn("/send answered %d sessions unreachable (their node did not answer in time; the message may have reached them: see extra)", n)
 	}
 }
 
@@ -518,8 +643,9 @@ func (r *runner) finish() error {
 	finals, err := r.fleet.stop()
 	r.fleet.workers = nil
 	cs := &r.sum.Connections
-	hist := NewHistogram()
+	hist, joinHist := NewHistogram(), NewHistogram()
 	var recv seqCounts
+	var last seqMax
 	m := &MessagesSummary{}
 	var firstErr error
 	for i, f := range finals {
@@ -548,6 +674,14 @@ func (r *runner) finish() error {
 			}
 		}
 		if err := recv.addEncoded(f.Seqs); err != nil && firstErr == nil {
+			firstErr = err
+		}
+		if f.JoinHist != nil {
+			if err := joinHist.MergeSnapshot(*f.JoinHist); err != nil && firstErr == nil {
+				firstErr = err
+			}
+		}
+		if err := last.raiseEncoded(f.Last); err != nil && firstErr == nil {
 			firstErr = err
 		}
 		if f.LastRecv > 0 {
@@ -602,6 +736,21 @@ func (r *runner) finish() error {
 	r.sum.Messages = m
 	lat := hist.Latency()
 	r.sum.Latency = &lat
+	if rs := r.sum.Room; rs != nil {
+		rs.JoinLatency = joinHist.Latency()
+		lastHist := NewHistogram()
+		for seq := range top {
+			exp := int64(s.delivered.get(seq))
+			switch {
+			case exp == 0:
+			case int64(recv.get(seq)) < exp:
+				rs.LastMemberIncomplete++
+			default:
+				lastHist.Record(last.get(seq))
+			}
+		}
+		rs.LastMember = lastHist.Latency()
+	}
 	if m.Missing > 0 {
 		r.warn("%d messages reported delivered were not received (first sequence numbers: %v)", m.Missing, m.MissingSeqs)
 	}

@@ -15,14 +15,17 @@ import (
 	"time"
 )
 
-// sendTimeout bounds one POST /send.
+// sendTimeout bounds one POST /send or /publish.
 const sendTimeout = 30 * time.Second
 
-// sender makes the POST /send calls and keeps what their answers said.
+// sender makes the POST /send calls (or, with a room, the POST /publish
+// calls) and keeps what their answers said.
 type sender struct {
 	client     *http.Client
-	urls       []string // http://host:port/send, round robin
+	urls       []string // http://host:port/send or /publish, round robin
 	apiKey     string
+	room       string   // "": /send
+	roomJSON   string   // room, JSON-quoted
 	users      []string // JSON-quoted user ids
 	recipients int
 	payload    int
@@ -34,8 +37,10 @@ type sender struct {
 	started, ok, httpErrs, transportErr atomic.Int64
 	cancelled                           atomic.Int64 // in flight when the run was interrupted
 	resDelivered, resOffline, resFailed atomic.Int64
-	lastDone                            atomic.Int64 // unix ns of the last answer
-	reqHist                             *Histogram   // time of a /send call
+	resUnreachable                      atomic.Int64   // /send: sessions; /publish: nodes; "unreachable"
+	okVia                               []atomic.Int64 // calls answered 200, per entry in urls
+	lastDone                            atomic.Int64   // unix ns of the last answer
+	reqHist                             *Histogram     // time of a /send call
 
 	mu       sync.Mutex
 	statuses map[int]int64
@@ -63,9 +68,21 @@ func newSender(nodes []string, apiKey string, users, recipients, payload, sender
 	for _, n := range nodes {
 		s.urls = append(s.urls, "http://"+n+"/send")
 	}
+	s.okVia = make([]atomic.Int64, len(nodes))
 	s.users = make([]string, users)
 	for i := range s.users {
 		s.users[i] = strconv.Quote(userID(i))
+	}
+	return s
+}
+
+// newPublisher is a sender that calls POST /publish into room, with the
+// same data as /send's.
+func newPublisher(nodes []string, apiKey, room string, payload, publishers int) *sender {
+	s := newSender(nodes, apiKey, 0, 0, payload, publishers)
+	s.room, s.roomJSON = room, strconv.Quote(room)
+	for i, n := range nodes {
+		s.urls[i] = "http://" + n + "/publish"
 	}
 	return s
 }
@@ -90,8 +107,17 @@ func (s *sender) data(b []byte, seq, now int64) []byte {
 }
 
 // body returns the /send body for seq: recipients consecutive users, from
-// seq*recipients on (round robin over the users).
+// seq*recipients on (round robin over the users); or, with a room, the
+// /publish body.
 func (s *sender) body(seq, now int64) []byte {
+	if s.room != "" {
+		b := make([]byte, 0, 32+len(s.roomJSON)+s.payload+64)
+		b = append(b, `{"room":`...)
+		b = append(b, s.roomJSON...)
+		b = append(b, `,"data":`...)
+		b = s.data(b, seq, now)
+		return append(b, '}')
+	}
 	b := make([]byte, 0, 32+s.recipients*10+s.payload+64)
 	b = append(b, `{"users":[`...)
 	first := int(seq % int64(len(s.users)) * int64(s.recipients) % int64(len(s.users)))
@@ -163,17 +189,65 @@ pace:
 	wg.Wait()
 }
 
+// sendAnswer is what bench reads of a /send or /publish answer.
 type sendAnswer struct {
-	Delivered int `json:"delivered"`
-	Offline   int `json:"offline"`
-	Failed    int `json:"failed"`
+	Delivered   int
+	Offline     int // /send
+	Failed      int // /send
+	Unreachable int // /send: sessions; /publish: nodes named
 }
 
-// one makes the /send call of seq.
+// decodeAnswer reads an answer's counts. A /send answer ends with its
+// per-session results, which can run to megabytes: it stops at them, and
+// the caller discards the rest unread.
+func decodeAnswer(r io.Reader) (sendAnswer, error) {
+	var a sendAnswer
+	dec := json.NewDecoder(r)
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return a, fmt.Errorf("not a JSON object (%v)", err)
+	}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return a, err
+		}
+		var dst any
+		switch t {
+		case "results":
+			return a, nil
+		case "delivered":
+			dst = &a.Delivered
+		case "offline":
+			dst = &a.Offline
+		case "failed":
+			dst = &a.Failed
+		case "unreachable": // /send: a count of sessions; /publish: a list of nodes
+			var v json.RawMessage
+			if err := dec.Decode(&v); err != nil {
+				return a, err
+			}
+			var nodes []string
+			if json.Unmarshal(v, &a.Unreachable) != nil && json.Unmarshal(v, &nodes) != nil {
+				return a, fmt.Errorf("unreachable: %.50s", v)
+			}
+			a.Unreachable = max(a.Unreachable, len(nodes))
+			continue
+		default:
+			dst = new(json.RawMessage)
+		}
+		if err := dec.Decode(dst); err != nil {
+			return a, fmt.Errorf("%v: %w", t, err)
+		}
+	}
+	return a, nil
+}
+
+// one makes the /send (or /publish) call of seq.
 func (s *sender) one(ctx context.Context, seq int64) {
 	t0 := time.Now()
 	body := s.body(seq, t0.UnixNano())
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.urls[seq%int64(len(s.urls))], bytes.NewReader(body))
+	via := seq % int64(len(s.urls))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.urls[via], bytes.NewReader(body))
 	if err != nil {
 		s.fail(&s.transportErr, 0, err.Error())
 		return
@@ -198,8 +272,7 @@ func (s *sender) one(ctx context.Context, seq int64) {
 		s.fail(&s.httpErrs, resp.StatusCode, fmt.Sprintf("status %d: %s", resp.StatusCode, bytes.TrimSpace(msg)))
 		return
 	}
-	var a sendAnswer
-	err = json.NewDecoder(resp.Body).Decode(&a)
+	a, err := decodeAnswer(resp.Body)
 	_, _ = io.Copy(io.Discard, resp.Body) // keep the connection reusable
 	if err != nil {
 		s.fail(&s.transportErr, 0, "reading the answer: "+err.Error())
@@ -208,12 +281,14 @@ func (s *sender) one(ctx context.Context, seq int64) {
 	now := time.Now()
 	s.reqHist.Record(int64(now.Sub(t0)))
 	s.ok.Add(1)
+	s.okVia[via].Add(1)
 	if a.Delivered > 0 {
 		s.delivered.add(seq, uint32(a.Delivered))
 	}
 	s.resDelivered.Add(int64(a.Delivered))
 	s.resOffline.Add(int64(a.Offline))
 	s.resFailed.Add(int64(a.Failed))
+	s.resUnreachable.Add(int64(a.Unreachable))
 	for {
 		l := s.lastDone.Load()
 		if now.UnixNano() <= l || s.lastDone.CompareAndSwap(l, now.UnixNano()) {

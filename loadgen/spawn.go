@@ -98,9 +98,10 @@ func nodeEnv() []string {
 }
 
 // spawnCluster starts n nodes (exe serve) on 127.0.0.1, n2.. seeded with
-// n1, and waits until each lists all n alive. On error, the nodes it
-// started are stopped again.
-func spawnCluster(ctx context.Context, exe string, n int, keep bool) (_ *spawnedCluster, err error) {
+// n1, and waits until each lists all n alive. Their http.max_users_per_send
+// is maxUsers when that is more than the default 1000 (with a body limit
+// to fit). On error, the nodes it started are stopped again.
+func spawnCluster(ctx context.Context, exe string, n int, keep bool, maxUsers int) (_ *spawnedCluster, err error) {
 	dir, err := os.MkdirTemp("", "wsmesh-bench-")
 	if err != nil {
 		return nil, err
@@ -117,6 +118,8 @@ func spawnCluster(ctx context.Context, exe string, n int, keep bool) (_ *spawned
 		}
 	}()
 	gossipKey := randomB64(32, base64.StdEncoding)
+	maxUsers = max(maxUsers, 1000)
+	maxBody := max(1<<20, 16*maxUsers+maxPayload+4096) // "u123456", per user, and the data
 	ports, err := freePorts(2 * n)
 	if err != nil {
 		return sc, err
@@ -141,6 +144,8 @@ shutdown_timeout = %q
 
 [http]
 listen = %q
+max_users_per_send = %d
+max_body_bytes = %d
 
 [cluster]
 bind = %q
@@ -154,7 +159,7 @@ api_keys = [%q]
 [log]
 level = "info"
 format = "json"
-`, c.name, nodeShutdown.String(), c.http, c.gossip, seeds, gossipKey, sc.secret, sc.apiKey)
+`, c.name, nodeShutdown.String(), c.http, maxUsers, maxBody, c.gossip, seeds, gossipKey, sc.secret, sc.apiKey)
 		if err := os.WriteFile(c.cfgPath, []byte(cfg), 0o600); err != nil {
 			return sc, err
 		}

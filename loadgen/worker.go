@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -25,11 +26,11 @@ import (
 )
 
 // The parent and its workers speak JSON lines: the parent writes toWorker
-// messages to a worker's stdin ("start" once, then "report" and finally
-// "stop"); the worker writes fromWorker messages to its stdout ("connected"
-// once every client has been dialled, "report" for each "report", "final"
-// for "stop", or "error"). A worker whose stdin closes (the parent is gone)
-// closes its connections and exits.
+// messages to a worker's stdin ("start" once, then "report", with -room
+// "join" once, and finally "stop"); the worker writes fromWorker messages
+// to its stdout ("connected" once every client has been dialled, "report"
+// for each "report", "final" for "stop", or "error"). A worker whose stdin
+// closes (the parent is gone) closes its connections and exits.
 
 // clientSpec is one client a worker opens.
 type clientSpec struct {
@@ -42,12 +43,16 @@ type clientSpec struct {
 type workerStart struct {
 	Secret      string        `json:"secret"` // jwt_secret to mint client tokens
 	TokenTTL    time.Duration `json:"token_ttl"`
-	ConnectRate float64       `json:"connect_rate"` // this worker's share
+	ConnectRate float64       `json:"connect_rate"` // this worker's share; also of joins
 	Clients     []clientSpec  `json:"clients"`
+	// Room, if set, is in every client's token (rooms claim), and "join"
+	// makes each client send {"type":"join","room":Room}. The worker then
+	// also keeps, per sequence number, the largest latency it saw.
+	Room string `json:"room,omitempty"`
 }
 
 type toWorker struct {
-	Op     string       `json:"op"`               // start, report, stop
+	Op     string       `json:"op"`               // start, report, join, stop
 	Window bool         `json:"window,omitempty"` // report: with the latencies since the last such report
 	Start  *workerStart `json:"start,omitempty"`
 }
@@ -74,6 +79,12 @@ type fromWorker struct {
 	LastRecv  int64            `json:"last_recv_ns"`      // received
 	RSSKiB    int64            `json:"rss_kib,omitempty"` // final: the worker's VmRSS
 	CPUNS     int64            `json:"cpu_ns,omitempty"`  // final: the worker's CPU time
+
+	// With a room.
+	Joined     int64         `json:"joined,omitempty"`      // "joined" frames received
+	JoinErrors int64         `json:"join_errors,omitempty"` // error frames answering a join
+	JoinHist   *HistSnapshot `json:"join_hist,omitempty"`   // final: join frame sent → joined received
+	Last       []byte        `json:"last,omitempty"`        // final: per sequence number, the largest latency (ns), int64 little endian
 }
 
 // seqCounts counts per sequence number, lock-free, in chunks allocated on
@@ -137,6 +148,71 @@ func (s *seqCounts) addEncoded(b []byte) error {
 	return nil
 }
 
+// seqMax keeps a maximum per sequence number, lock-free, in chunks
+// allocated on first use (as seqCounts does).
+type seqMax struct {
+	chunks [(maxMessages + seqChunk - 1) / seqChunk]atomic.Pointer[[seqChunk]atomic.Int64]
+	top    atomic.Int64
+}
+
+// raise sets seq's value to v if that is more; v must be > 0.
+func (s *seqMax) raise(seq, v int64) {
+	if seq < 0 || seq >= maxMessages {
+		return
+	}
+	p := &s.chunks[seq/seqChunk]
+	c := p.Load()
+	if c == nil {
+		p.CompareAndSwap(nil, new([seqChunk]atomic.Int64))
+		c = p.Load()
+	}
+	for e := &c[seq%seqChunk]; ; {
+		old := e.Load()
+		if v <= old || e.CompareAndSwap(old, v) {
+			break
+		}
+	}
+	for {
+		t := s.top.Load()
+		if seq < t || s.top.CompareAndSwap(t, seq+1) {
+			return
+		}
+	}
+}
+
+func (s *seqMax) get(seq int64) int64 {
+	if seq < 0 || seq >= maxMessages {
+		return 0
+	}
+	if c := s.chunks[seq/seqChunk].Load(); c != nil {
+		return c[seq%seqChunk].Load()
+	}
+	return 0
+}
+
+// encode returns the values of 0..top-1 as int64 little endian.
+func (s *seqMax) encode() []byte {
+	top := s.top.Load()
+	b := make([]byte, 8*top)
+	for i := range top {
+		binary.LittleEndian.PutUint64(b[8*i:], uint64(s.get(i)))
+	}
+	return b
+}
+
+// raiseEncoded takes the maxima with values made by encode.
+func (s *seqMax) raiseEncoded(b []byte) error {
+	if len(b)%8 != 0 || len(b)/8 > maxMessages {
+		return fmt.Errorf("sequence maxima: %d bytes", len(b))
+	}
+	for i := range int64(len(b) / 8) {
+		if v := int64(binary.LittleEndian.Uint64(b[8*i:])); v > 0 {
+			s.raise(i, v)
+		}
+	}
+	return nil
+}
+
 // worker holds one process's share of the clients.
 type worker struct {
 	outMu sync.Mutex
@@ -150,6 +226,13 @@ type worker struct {
 	opened, failed, dropped        atomic.Int64
 	connectNS                      atomic.Int64
 
+	// With a room.
+	room               string
+	joinHist           *Histogram
+	last               seqMax
+	joined, joinErrors atomic.Int64
+	joining            sync.WaitGroup // the join goroutine
+
 	mu       sync.Mutex
 	conns    []*gws.Conn
 	closes   map[string]int64
@@ -159,7 +242,7 @@ type worker struct {
 }
 
 func newWorker(out io.Writer) *worker {
-	return &worker{out: json.NewEncoder(out), hist: NewHistogram(), window: NewHistogram(), closes: map[string]int64{}}
+	return &worker{out: json.NewEncoder(out), hist: NewHistogram(), window: NewHistogram(), joinHist: NewHistogram(), closes: map[string]int64{}}
 }
 
 func (w *worker) send(m fromWorker) error {
@@ -189,8 +272,10 @@ func WorkerMain(ctx context.Context, in io.Reader, out io.Writer) int {
 		_ = w.send(fromWorker{Type: "error", Error: "worker: " + err.Error()})
 		return 1
 	}
+	w.room = st.Room
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	defer w.joining.Wait()
 	connected := make(chan struct{})
 	go func() {
 		defer close(connected)
@@ -223,8 +308,16 @@ func WorkerMain(ctx context.Context, in io.Reader, out io.Writer) int {
 			case !ok: // the parent is gone
 				cancel()
 				<-connected
+				w.joining.Wait()
 				w.stop()
 				return 1
+			case m.Op == "join":
+				if w.room == "" {
+					_ = w.send(fromWorker{Type: "error", Error: "worker: join without a room"})
+					continue
+				}
+				<-connected // the parent asks once every worker reported connected
+				w.joining.Go(func() { w.joinAll(cctx, st.ConnectRate) })
 			case m.Op == "report":
 				r := w.counts("report")
 				if m.Window {
@@ -234,16 +327,22 @@ func WorkerMain(ctx context.Context, in io.Reader, out io.Writer) int {
 				if err := w.send(r); err != nil {
 					cancel()
 					<-connected
+					w.joining.Wait()
 					w.stop()
 					return 1
 				}
 			case m.Op == "stop":
 				cancel()
 				<-connected
+				w.joining.Wait()
 				w.stop()
 				f := w.counts("final")
 				h := w.hist.Snapshot()
 				f.Hist, f.Seqs, f.Errors = &h, w.seqs.encode(), w.firstErrors()
+				if w.room != "" {
+					jh := w.joinHist.Snapshot()
+					f.JoinHist, f.Last = &jh, w.last.encode()
+				}
 				f.RSSKiB, _ = vmRSSKiB(os.Getpid())
 				f.CPUNS = int64(selfCPU())
 				if err := w.send(f); err != nil {
@@ -256,6 +355,7 @@ func WorkerMain(ctx context.Context, in io.Reader, out io.Writer) int {
 		case <-ctx.Done(): // SIGTERM
 			cancel()
 			<-connected
+			w.joining.Wait()
 			w.stop()
 			return 1
 		}
@@ -269,6 +369,7 @@ func (w *worker) counts(typ string) fromWorker {
 		ConnectNS: w.connectNS.Load(),
 		Received:  w.received.Load(), Other: w.other.Load(), Bad: w.bad.Load(), Negative: w.negative.Load(),
 		FirstRecv: w.firstRecv.Load(), LastRecv: w.lastRecv.Load(),
+		Joined: w.joined.Load(), JoinErrors: w.joinErrors.Load(),
 	}
 	w.mu.Lock()
 	if len(w.closes) > 0 {
@@ -332,7 +433,11 @@ const handshakeTimeout = 10 * time.Second
 
 func (w *worker) dial(ctx context.Context, auth *session.Authenticator, st *workerStart, c clientSpec) {
 	err := func() error {
-		tok, err := auth.Mint(c.User, c.Device, st.TokenTTL)
+		var rooms []string
+		if st.Room != "" {
+			rooms = []string{st.Room}
+		}
+		tok, err := auth.MintRooms(c.User, c.Device, rooms, st.TokenTTL)
 		if err != nil {
 			return err
 		}
@@ -379,6 +484,49 @@ func (w *worker) dial(ctx context.Context, auth *session.Authenticator, st *work
 			w.errors = append(w.errors, fmt.Sprintf("%s as %s/%s: %v", c.Addr, c.User, c.Device, err))
 		}
 		w.mu.Unlock()
+	}
+}
+
+// joinSentKey is where a client's session storage keeps the time (unix ns)
+// its join frame was sent.
+const joinSentKey = "join"
+
+// joinAll sends every connected client's join frame, paced at rate per
+// second; ctx ends it early.
+func (w *worker) joinAll(ctx context.Context, rate float64) {
+	w.mu.Lock()
+	conns := slices.Clone(w.conns)
+	w.mu.Unlock()
+	frame := []byte(`{"type":"join","room":` + strconv.Quote(w.room) + `}`)
+	interval := time.Duration(float64(time.Second) / rate)
+	start := time.Now()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for i, c := range conns {
+		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
+			timer.Reset(d)
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				return
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		c.Session().Store(joinSentKey, time.Now().UnixNano())
+		if err := c.WriteMessage(gws.OpcodeText, frame); err != nil {
+			w.joinErrors.Add(1)
+			w.addError(fmt.Sprintf("join: %v", err))
+		}
+	}
+}
+
+func (w *worker) addError(msg string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.errors) < 5 {
+		w.errors = append(w.errors, msg)
 	}
 }
 
@@ -443,9 +591,15 @@ func (w *worker) OnPing(c *gws.Conn, payload []byte) { _ = c.WritePong(payload) 
 
 func (w *worker) OnPong(*gws.Conn, []byte) {}
 
-func (w *worker) OnMessage(_ *gws.Conn, m *gws.Message) {
+func (w *worker) OnMessage(c *gws.Conn, m *gws.Message) {
 	now := time.Now().UnixNano()
-	sent, seq, ok, isMsg := parseFrame(m.Bytes())
+	b := m.Bytes()
+	if w.room != "" && !bytes.HasPrefix(b, msgPrefix) {
+		w.onRoomFrame(c, b, now)
+		m.Close()
+		return
+	}
+	sent, seq, ok, isMsg := parseFrame(b)
 	m.Close()
 	switch {
 	case !isMsg:
@@ -462,6 +616,9 @@ func (w *worker) OnMessage(_ *gws.Conn, m *gws.Message) {
 	}
 	w.hist.Record(lat)
 	w.window.Record(lat)
+	if w.room != "" {
+		w.last.raise(seq, max(lat, 1))
+	}
 	w.received.Add(1)
 	w.firstRecv.CompareAndSwap(0, now)
 	for {
@@ -472,10 +629,30 @@ func (w *worker) OnMessage(_ *gws.Conn, m *gws.Message) {
 	}
 }
 
+// onRoomFrame counts a frame other than a message, with a room: a joined
+// frame (its latency from the join frame's send), an error frame
+// answering a join, or another (welcome, pong, ...).
+func (w *worker) onRoomFrame(c *gws.Conn, b []byte, now int64) {
+	switch {
+	case bytes.HasPrefix(b, joinedPrefix):
+		if v, ok := c.Session().Load(joinSentKey); ok {
+			w.joinHist.Record(max(now-v.(int64), 0))
+		}
+		w.joined.Add(1)
+	case bytes.HasPrefix(b, joinErrorPrefix):
+		w.joinErrors.Add(1)
+		w.addError("join refused: " + string(b[:min(len(b), 200)]))
+	default:
+		w.other.Add(1)
+	}
+}
+
 var (
-	msgPrefix  = []byte(`{"type":"message",`)
-	dataPrefix = []byte(`"data":{"t":`)
-	seqInfix   = []byte(`,"s":`)
+	joinedPrefix    = []byte(`{"type":"joined",`)
+	joinErrorPrefix = []byte(`{"type":"error","op":"join"`)
+	msgPrefix       = []byte(`{"type":"message",`)
+	dataPrefix      = []byte(`"data":{"t":`)
+	seqInfix        = []byte(`,"s":`)
 )
 
 // parseFrame reads a message frame's data as bench writes it,
