@@ -144,17 +144,41 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 	}
 	c.table.mu.RLock()
 	o := c.table.origins[m.Node]
-	behind := o == nil || o.epoch != m.Epoch || o.seq < m.Seq
+	gone := o == nil || o.epoch != m.Epoch // no copy of the peer's current run
+	var seq uint64
+	if o != nil {
+		seq = o.seq
+	}
 	c.table.mu.RUnlock()
 	c.mu.Lock()
 	p := c.peers[m.Node]
 	c.mu.Unlock()
 	// While a snapshot of the peer's is being applied, the table is behind
 	// until its last chunk is: asking again would only have it sent twice.
-	if behind && p != nil && !p.syncing.Load() {
-		c.log.Debug("digest shows missed deltas: asking for a snapshot", "peer", m.Node, "seq", m.Seq)
+	if p == nil || p.syncing.Load() {
+		return
+	}
+	if gone || p.behindDigest(seq, m.Seq) {
+		c.log.Debug("digest shows missed deltas: asking for a snapshot", "peer", m.Node, "seq", m.Seq, "have", seq)
 		_ = p.send(snapshotReqMsg{}.item())
 	}
+}
+
+// behindDigest reports whether this node's copy of the peer's table, at
+// seq, is truly behind a digest that said the peer was at digestSeq. A
+// copy a few deltas behind a digest is the usual case, not a loss: the
+// deltas are in flight on the link (in a batch being sent, or lingering).
+// So a digest only records its seq; the copy is behind if it has not
+// reached the seq the previous digest recorded (one push/pull interval
+// ago, 30 s by default), and that previous digest is at least a
+// CallTimeout old. Called from memberlist's push/pull, one at a time per
+// peer.
+func (p *peer) behindDigest(seq, digestSeq uint64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	prev, at := p.digestSeq, p.digestAt
+	p.digestSeq, p.digestAt = digestSeq, time.Now()
+	return seq < prev && time.Since(at) >= p.c.cfg.CallTimeout
 }
 
 // events adapts the Cluster to memberlist's EventDelegate and

@@ -46,6 +46,26 @@ const (
 	// applyQueue bounds the batches of table items (snapshot chunks,
 	// deltas) a link's receiver has acked and its applier not yet applied.
 	applyQueue = 16
+	// deltaLinger is how long session-table deltas that may wait (a
+	// disconnect, a room count that stays above zero: announceTableLocked)
+	// wait for more when queued alone, counted from the first of them, so
+	// that deltas trickling in share a batch: a batch costs each peer a
+	// stream in and an ack stream out, ~200 µs of CPU, a delta in it a few
+	// µs (docs/benchmarks.md, "Links (issue 11)"). An urgent delta (a
+	// connect, a room's first member: a routing that was not possible),
+	// or anything else queued (a relay call, an eviction, a snapshot
+	// request), ends the wait at once and takes the deltas along; a
+	// snapshot never waits. So a user is routable from other nodes as
+	// soon as the link carries it, and only what is already true of a
+	// node ("no such session here") may lag by up to 10 ms. Why 10 ms: at
+	// 300 disconnects/s it puts 3-4 deltas in a batch; 2 ms catches almost
+	// none, 20 ms gives little more. A push/pull digest read while deltas
+	// linger may see the table behind: MergeRemoteState asks for a
+	// snapshot only if it is still behind a CallTimeout later.
+	deltaLinger = 10 * time.Millisecond
+	// lingerMaxItems: a queue this long goes at once, linger or not; it
+	// also bounds the scan of the queue that decides whether to linger.
+	lingerMaxItems = 256
 )
 
 // peer is this node's link with another member: an ordered, acknowledged
@@ -53,6 +73,8 @@ const (
 // sends one batch at a time and waits for its ack (or CallTimeout) before
 // the next, so batches arrive in order and grow while one is in flight;
 // a batch whose ack does not come is sent again as it was (maxRetransmits).
+// Session-table deltas queued with nothing else wait up to deltaLinger
+// for more (lingerDeltas); anything else sends the batch at once.
 // One receiver goroutine takes the peer's batches in order, handles the
 // items that need a reply (relay calls) and acks at once; an applier
 // goroutine then applies the table items (snapshot chunks, deltas) in
@@ -81,8 +103,12 @@ type peer struct {
 	snapshotting bool      // a snapshot of ours is under way to the peer, not all acked
 	downUntil    time.Time // after a failed batch: calls fail at once until then
 	failing      bool      // the last batch failed: the peer is suspect
+	deltasSince  time.Time // when the oldest delta in the queue was queued; zero: none since the queue was last emptied
+	rush         bool      // an urgent delta is queued (a connect, a room's first member): no lingering
 
+	linger time.Duration // deltaLinger, or the test's (lingerForTest)
 	wake   chan struct{} // buffered(1): the queue is not empty
+	urgent chan struct{} // buffered(1): an item that must not linger was queued (hurry)
 	acks   chan *ackMsg
 	inbox  chan *batchMsg // batches from the peer, in arrival order
 	applyq chan []item    // table items acked, for the applier, in order
@@ -91,6 +117,10 @@ type peer struct {
 	// syncing: the applier is applying a snapshot of the peer's; until it
 	// is done, a digest showing the table behind asks for nothing.
 	syncing atomic.Bool
+	// digestSeq is the peer's seq in the last push/pull digest, and
+	// digestAt when it came (behindDigest); guarded by mu.
+	digestSeq uint64
+	digestAt  time.Time
 
 	// sender state; only the sender goroutine touches it
 	out     *outSnapshot // our snapshot being sent in chunks, nil when all are sent
@@ -128,7 +158,9 @@ func newPeer(c *Cluster, n *memberlist.Node, epoch uint64) *peer {
 		node:         n,
 		epoch:        epoch,
 		needSnapshot: true,
+		linger:       lingerFor(),
 		wake:         make(chan struct{}, 1),
+		urgent:       make(chan struct{}, 1),
 		acks:         make(chan *ackMsg, 4),
 		inbox:        make(chan *batchMsg, 64),
 		applyq:       make(chan []item, applyQueue),
@@ -163,7 +195,7 @@ func (p *peer) enqueue(it item, w chan callResult) error {
 	}
 	p.queue.push(it, w)
 	p.mu.Unlock()
-	p.kick()
+	p.hurry()
 	return nil
 }
 
@@ -174,7 +206,7 @@ func (p *peer) send(it item) error { return p.enqueue(it, nil) }
 // (write), so that deltas are queued in seq order and never between the
 // snapshot takeSnapshot takes and the deltas it drops. A full queue drops
 // queued deltas for a snapshot in the next batch.
-func (p *peer) enqueueDeltaTableLocked(delta item) {
+func (p *peer) enqueueDeltaTableLocked(delta item, urgent bool) {
 	p.mu.Lock()
 	switch {
 	case p.needSnapshot: // the snapshot will include it
@@ -182,10 +214,19 @@ func (p *peer) enqueueDeltaTableLocked(delta item) {
 		p.needSnapshot = true
 		p.dropDeltasLocked()
 	default:
+		if p.deltasSince.IsZero() {
+			p.deltasSince = time.Now()
+		}
 		p.queue.push(delta, nil)
+		p.rush = p.rush || urgent
 	}
+	full := p.queue.len() >= lingerMaxItems || p.rush
 	p.mu.Unlock()
-	p.kick()
+	if full {
+		p.hurry()
+	} else {
+		p.kick()
+	}
 }
 
 // resync makes the next batch carry our snapshot and ask for the peer's.
@@ -202,9 +243,21 @@ func (p *peer) setFailing(f bool) {
 	p.mu.Unlock()
 }
 
+// kick wakes the sender: the queue is not empty. It does not end a
+// linger (hurry does).
 func (p *peer) kick() {
 	select {
 	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// hurry wakes the sender and ends its linger, if it lingers: something
+// that must not wait was queued, or a snapshot is due.
+func (p *peer) hurry() {
+	p.kick()
+	select {
+	case p.urgent <- struct{}{}:
 	default:
 	}
 }
@@ -213,6 +266,63 @@ func (p *peer) kick() {
 // replaces them. p.mu must be held.
 func (p *peer) dropDeltasLocked() {
 	p.queue.keep(func(it item, _ chan callResult) bool { return it.Kind != kindDelta }, nil)
+	p.deltasSince = time.Time{}
+	p.rush = false
+}
+
+// lingerForTest, when not 0, replaces deltaLinger for the links made
+// after it is set (setLingerForTest).
+var lingerForTest atomic.Int64
+
+func lingerFor() time.Duration {
+	if d := lingerForTest.Load(); d != 0 {
+		return time.Duration(d)
+	}
+	return deltaLinger
+}
+
+// lingerLeft is how much longer the sender should hold the queue: the
+// rest of p.linger since the oldest delta was queued, if the queue holds
+// deltas only, fewer than lingerMaxItems, and no snapshot is due or
+// under way; else 0. Only the sender calls it (it reads p.out).
+func (p *peer) lingerLeft() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := p.queue.len()
+	if n == 0 || n >= lingerMaxItems || p.rush || p.needSnapshot || p.out != nil || p.deltasSince.IsZero() {
+		return 0
+	}
+	for i, it := range p.queue.items {
+		if it.Kind != kindDelta || p.queue.waiters[i] != nil {
+			return 0
+		}
+	}
+	return p.linger - time.Since(p.deltasSince)
+}
+
+// lingerDeltas holds a queue of deltas only (lingerLeft) until the
+// oldest has waited p.linger, something urgent is queued (hurry) or the
+// link stops, so that deltas queued meanwhile go in the same batch.
+// False: the link is stopping.
+func (p *peer) lingerDeltas(timer *time.Timer) bool {
+	select {
+	case <-p.urgent: // stale: whatever it was for is in the queue, which lingerLeft reads next
+	default:
+	}
+	wait := p.lingerLeft()
+	if wait <= 0 {
+		return true
+	}
+	timer.Reset(wait)
+	select {
+	case <-timer.C:
+	case <-p.urgent:
+		timer.Stop()
+	case <-p.stop:
+		timer.Stop()
+		return false
+	}
+	return true
 }
 
 // takeBatch removes the next batch from the queue. When a snapshot of
@@ -250,6 +360,10 @@ func (p *peer) takeBatch() (out queue, last bool) {
 		skip = func(it item) bool { return it.Kind == kindDelta }
 	}
 	p.queue.moveTo(&out, size, skip)
+	if p.queue.len() == 0 {
+		p.deltasSince = time.Time{}
+		p.rush = false
+	}
 	if p.queue.len() > 0 || p.out != nil {
 		p.kick()
 	}
@@ -290,6 +404,10 @@ func (p *peer) sendLoop() {
 			p.failQueued(ErrUnreachable)
 			return
 		case <-p.wake:
+		}
+		if !p.lingerDeltas(timer) {
+			p.failQueued(ErrUnreachable)
+			return
 		}
 		batch, last := p.takeBatch()
 		if batch.len() == 0 {
@@ -425,7 +543,7 @@ func (p *peer) failed() {
 	p.mu.Lock()
 	p.needSnapshot = true
 	p.mu.Unlock()
-	p.kick()
+	p.hurry()
 }
 
 func (p *peer) failQueued(err error) {
@@ -620,7 +738,7 @@ func (p *peer) handleSnapshotReq(m snapshotReqMsg) {
 		p.needSnapshot = true
 	}
 	p.mu.Unlock()
-	p.kick()
+	p.hurry()
 }
 
 // handleLeaving notes that the peer leaves on purpose: when gossip reports

@@ -35,12 +35,14 @@ func (c *Cluster) SetLocalRoom(room string, members int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	o := t.origins[c.cfg.NodeName]
-	if o.rooms[room] == max(members, 0) {
+	before := o.rooms[room]
+	if before == max(members, 0) {
 		return
 	}
 	o.setRoom(room, members)
 	o.seq++
-	c.announceTableLocked(deltaMsg{Epoch: c.epoch, Seq: o.seq, Op: opRoom, Room: RoomCount{Room: room, Members: max(members, 0)}}.item())
+	first := before == 0 // publishes must now come here: no lingering
+	c.announceTableLocked(deltaMsg{Epoch: c.epoch, Seq: o.seq, Op: opRoom, Room: RoomCount{Room: room, Members: max(members, 0)}}.item(), first)
 }
 
 // RoomNodes returns the nodes that have members in room, as this node's

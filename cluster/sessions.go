@@ -25,7 +25,7 @@ func (c *Cluster) AddLocal(s LocalSession) {
 	o.seq++
 	t.addLocked(o, e)
 	here, elsewhere := t.evictionsLocked(e)
-	c.announceTableLocked(deltaMsg{Epoch: c.epoch, Seq: o.seq, Op: opConnect, Entry: e}.item())
+	c.announceTableLocked(deltaMsg{Epoch: c.epoch, Seq: o.seq, Op: opConnect, Entry: e}.item(), true)
 	t.mu.Unlock()
 
 	c.evictHere(here)
@@ -41,18 +41,23 @@ func (c *Cluster) RemoveLocal(user, session string) {
 	o := t.origins[c.cfg.NodeName]
 	if e := t.removeLocked(o, session); e != nil {
 		o.seq++
-		c.announceTableLocked(deltaMsg{Epoch: c.epoch, Seq: o.seq, Op: opDisconnect, Entry: e}.item())
+		c.announceTableLocked(deltaMsg{Epoch: c.epoch, Seq: o.seq, Op: opDisconnect, Entry: e}.item(), false)
 	}
 	t.mu.Unlock()
 }
 
 // announceTableLocked queues a delta to every peer; c.table.mu must be held
-// (write): deltas are queued in seq order.
-func (c *Cluster) announceTableLocked(delta item) {
+// (write): deltas are queued in seq order. An urgent delta makes a
+// routing possible that was not (a connect: the user is reachable here;
+// a room's first member here): it goes at once, with the deltas queued
+// before it. Others (a disconnect, a room count that stays above zero)
+// may linger up to deltaLinger for company: a peer that still routes to
+// a session that ended gets "no session" from this node, which is true.
+func (c *Cluster) announceTableLocked(delta item, urgent bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, p := range c.peers {
-		p.enqueueDeltaTableLocked(delta)
+		p.enqueueDeltaTableLocked(delta, urgent)
 	}
 }
 

@@ -61,11 +61,22 @@
 //     a receive buffer holds only what is in flight.
 //   - StreamOpenTimeout 10 s: a peer that does not acknowledge a new
 //     stream within 10 s has a wedged session; it is closed and redialled.
+//     (A peer holds a stream's ACK until its reply or close, at most
+//     memberlist's TCPTimeout: see Writes.)
 //   - StreamCloseTimeout 30 s: a stream we closed whose peer never closes
 //     its end is freed after 30 s (memberlist closes its end within its
 //     750 ms stream deadline).
 //   - IdleTimeout 5 min: a session unused that long is closed, so a
 //     cluster that stopped talking to a node holds no connection for it.
+//
+// # Writes
+//
+// yamux writes each frame with a system call of its own, a data frame
+// with two. A memberlist message (stream open, data, close) is sent with
+// one: a stream we open holds the session's frames (corked) until its
+// Close, its first Read, or a write past yamux's initial window, then
+// sends them all at once; the peer answers ACK and close with one write
+// too. See frameConn (frameconn.go) for the rules and their bounds.
 //
 // Lifecycle: New binds TCP and UDP and starts the listeners; Shutdown
 // (memberlist calls it) closes the listeners and every session and
@@ -182,6 +193,7 @@ type Transport struct {
 	in      map[net.Conn]bool      // accepted connections, until they end
 
 	dials, plainDials, accepted, plainAccepted, streams, redials atomic.Uint64
+	outWrites, inWrites                                          atomic.Uint64 // system calls writing frames, on our sessions and on accepted ones
 }
 
 var _ memberlist.NodeAwareTransport = (*Transport)(nil)
@@ -189,7 +201,8 @@ var _ memberlist.NodeAwareTransport = (*Transport)(nil)
 // outSession is our yamux client session to one peer.
 type outSession struct {
 	addr     string
-	conn     net.Conn // the TCP connection under it
+	conn     net.Conn   // the TCP connection under it
+	fc       *frameConn // conn as yamux writes it
 	sess     *yamux.Session
 	sem      chan struct{} // one token per open stream
 	lastUsed atomic.Int64  // unix nanoseconds of the last stream opened or closed
@@ -340,7 +353,8 @@ func (t *Transport) DialTimeout(addr string, timeout time.Duration) (net.Conn, e
 // DialAddressTimeout opens a stream to a.Addr within timeout: on our
 // session to it (dialling one if there is none, or if it broke), or a TCP
 // connection of its own when the peer speaks only plain memberlist. The
-// caller closes the stream.
+// caller closes the stream, soon, as memberlist does: until its Close or
+// first Read the stream holds every frame of its session (stream).
 func (t *Transport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
 	deadline := time.Now().Add(timeout)
 	for attempt := 0; ; attempt++ {
@@ -472,12 +486,13 @@ func (t *Transport) dialSession(addr string, deadline time.Time) (*outSession, b
 		return nil, true, nil
 	}
 	_ = conn.SetDeadline(time.Time{})
-	sess, err := yamux.Client(conn, t.ymx)
+	fc := newFrameConn(conn, false, &t.outWrites)
+	sess, err := yamux.Client(fc, t.ymx)
 	if err != nil {
 		_ = conn.Close()
 		return nil, false, fmt.Errorf("muxnet: session to %s: %w", addr, err)
 	}
-	s := &outSession{addr: addr, conn: conn, sess: sess, sem: make(chan struct{}, t.cfg.MaxStreams)}
+	s := &outSession{addr: addr, conn: conn, fc: fc, sess: sess, sem: make(chan struct{}, t.cfg.MaxStreams)}
 	s.lastUsed.Store(time.Now().UnixNano())
 	return s, false, nil
 }
@@ -509,27 +524,70 @@ func (t *Transport) open(s *outSession, deadline time.Time) (c net.Conn, broken 
 			return nil, true, yamux.ErrSessionShutdown
 		}
 	}
+	s.fc.cork()
 	st, err := s.sess.OpenStream()
 	if err != nil {
+		_ = s.fc.uncork()
 		<-s.sem
 		return nil, true, err
 	}
 	t.streams.Add(1)
 	s.lastUsed.Store(time.Now().UnixNano())
-	return &stream{Stream: st, s: s}, false, nil
+	out := &stream{Stream: st, s: s}
+	out.corked.Store(true)
+	return out, false, nil
 }
 
 // stream is a yamux stream that gives its session's token back on Close.
+// It is opened corked (frameConn): its open and what is written to it are
+// sent with its close, in one write, unless it is read first (a request
+// that waits for an answer) or written past initialStreamWindow.
 type stream struct {
 	*yamux.Stream
-	s    *outSession
-	once sync.Once
+	s       *outSession
+	corked  atomic.Bool // the session's frames are held for this stream
+	written int         // bytes written while corked; only Write touches it
+	once    sync.Once
 }
 
-// Close closes our end of the stream (the peer closes its own); safe to
-// call twice.
+// unblock uncorks the stream, if it is corked: what is held is sent.
+func (c *stream) unblock() error {
+	if c.corked.CompareAndSwap(true, false) {
+		return c.s.fc.uncork()
+	}
+	return nil
+}
+
+// Write writes b to the stream; while corked, and within yamux's initial
+// window, the frames wait for Close or Read.
+func (c *stream) Write(b []byte) (int, error) {
+	if c.corked.Load() {
+		if c.written+len(b) > initialStreamWindow {
+			if err := c.unblock(); err != nil {
+				return 0, err
+			}
+		}
+		c.written += len(b)
+	}
+	return c.Stream.Write(b)
+}
+
+// Read sends what a corked stream holds, then reads the answer.
+func (c *stream) Read(b []byte) (int, error) {
+	if err := c.unblock(); err != nil {
+		return 0, err
+	}
+	return c.Stream.Read(b)
+}
+
+// Close closes our end of the stream (the peer closes its own) and sends
+// what it held, with its close; safe to call twice. An error sending it
+// ends the session as a failed write does, and is returned.
 func (c *stream) Close() error {
 	err := c.Stream.Close()
+	if uerr := c.unblock(); uerr != nil && err == nil {
+		err = uerr
+	}
 	c.once.Do(func() {
 		<-c.s.sem
 		c.s.lastUsed.Store(time.Now().UnixNano())
@@ -684,7 +742,8 @@ func (t *Transport) serve(conn net.Conn) {
 		return
 	}
 	_ = conn.SetDeadline(time.Time{})
-	sess, err := yamux.Server(conn, t.ymx)
+	fc := newFrameConn(conn, true, &t.inWrites)
+	sess, err := yamux.Server(fc, t.ymx)
 	if err != nil {
 		t.cfg.Logger.Printf("[ERR] muxnet: session from %s: %v", conn.RemoteAddr(), err)
 		return
@@ -696,12 +755,34 @@ func (t *Transport) serve(conn net.Conn) {
 			return // the session closed: the peer went away, or Shutdown closed conn
 		}
 		select {
-		case t.streamCh <- st:
+		case t.streamCh <- &inStream{Stream: st, fc: fc}:
 		case <-t.done:
 			_ = st.Close()
 			return
 		}
 	}
+}
+
+// inStream is a stream a peer opened: before each Read but the first it
+// sends the window updates its session holds (frameConn), since the
+// peer may wait for that credit to send what the Read waits for.
+// Reads must not be concurrent, as with any yamux stream.
+type inStream struct {
+	*yamux.Stream
+	fc    *frameConn
+	reads int
+}
+
+// Read reads from the stream, after sending the credit its earlier
+// reads gave back.
+func (c *inStream) Read(b []byte) (int, error) {
+	if c.reads > 0 {
+		if err := c.fc.flush(); err != nil {
+			return 0, err
+		}
+	}
+	c.reads++
+	return c.Stream.Read(b)
 }
 
 // replayConn is a plain memberlist stream whose first bytes were read to
