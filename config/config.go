@@ -119,7 +119,7 @@ type Upstream struct {
 	Secret   string   `toml:"secret"`    // required with url: at least 32 bytes, signs every POST
 	Events   []string `toml:"events"`    // default ["message","connect","disconnect"]
 	Timeout  Duration `toml:"timeout"`   // default "5s": one POST
-	RetryFor Duration `toml:"retry_for"` // default "1m": a batch not accepted by then is dropped
+	RetryFor Duration `toml:"retry_for"` // default "1m": an event not accepted this long after it was queued is dropped (after one try at least)
 	MaxBatch int      `toml:"max_batch"` // default 100 events per POST
 	Queue    int      `toml:"queue"`     // default 10000 events waiting
 }

@@ -49,7 +49,15 @@ func (s *Sender) deliver(batch []*event) bool {
 		s.log.Error("encoding a batch of events failed: dropped", "events", len(batch), "err", err)
 		return true
 	}
-	start := s.cfg.Now()
+	// RetryFor counts from when the batch's oldest event was queued, not
+	// from its first POST: a batch that waited behind others while the
+	// backend was down gets one try, not RetryFor more.
+	start := batch[0].at
+	for _, e := range batch[1:] {
+		if e.at.Before(start) {
+			start = e.at
+		}
+	}
 	for attempt := 1; ; attempt++ {
 		out, answer, why := s.post(body)
 		switch out {

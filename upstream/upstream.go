@@ -54,7 +54,7 @@ type Config struct {
 	Secret   []byte        // required: at least 32 bytes; signs every batch
 	Events   []string      // which events to send; default all: message, connect, disconnect
 	Timeout  time.Duration // default 5s: one POST, answer included
-	RetryFor time.Duration // default 1m: a batch the backend has not accepted by then is given up
+	RetryFor time.Duration // default 1m: a batch not accepted RetryFor after its oldest event was queued is given up (after one try at least)
 	MaxBatch int           // default 100 events per POST
 	Queue    int           // default 10000 events waiting
 	Node     string        // this node's name, in every event
