@@ -74,6 +74,7 @@ func TestSendBySession(t *testing.T) {
 	otherTab := t2.Dial(t, t2.Token(t, "42", "tab-b"), testsupport.DialOpts{})
 	id := tab.Session(t)
 	waitSessionEverywhere(t, nodes, id, "t3")
+	waitSessionEverywhere(t, nodes, otherTab.Session(t), "t2") // the send to the user below must find both
 
 	out := t1.Send(t, fmt.Sprintf(`{"sessions":[%q,"no-such-session",""],"data":{"progress":40}}`, id))
 	if out["delivered"] != 1.0 || out["offline"] != 2.0 {
