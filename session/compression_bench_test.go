@@ -1,13 +1,10 @@
 package session_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
@@ -66,37 +63,16 @@ func benchIdleCompressed(b *testing.B, on bool) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			c, err := net.Dial("tcp", srv.Listener.Addr().String())
-			if err != nil {
-				b.Fatal(err)
-			}
-			req := "GET /ws?token=" + tok + " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-				"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" +
-				"Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n\r\n"
-			if _, err := io.WriteString(c, req); err != nil {
-				b.Fatal(err)
-			}
-			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-			if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-				b.Fatalf("handshake: %v %v", resp, err)
-			}
+			c, resp := rawUpgrade(b, srv.Listener.Addr().String(), tok,
+				"Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n")
 			if got := strings.Contains(resp.Header.Get("Sec-WebSocket-Extensions"), "permessage-deflate"); got != on {
 				b.Fatalf("compression negotiated: %v, want %v", got, on)
 			}
 			conns = append(conns, c)
 		}
-		deadline := time.Now().Add(10 * time.Second)
-		for h.Len() < n && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond) // bounded poll: Len has no event to wait on
-		}
+		waitSessions(b, h, n)
 		perConn = float64(inUse()-before) / n
-		for _, c := range conns {
-			c.Close()
-		}
-		deadline = time.Now().Add(10 * time.Second)
-		for h.Len() > 0 && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
-		}
+		closeConns(b, h, conns)
 	}
 	b.ReportMetric(perConn, "B/session")
 }

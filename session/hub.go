@@ -224,15 +224,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	h.closed = true
 	h.mu.Unlock()
 
-	var all []*Session
-	for i := range h.shards {
-		sh := &h.shards[i]
-		sh.mu.RLock()
-		for _, list := range sh.users {
-			all = append(all, list...)
-		}
-		sh.mu.RUnlock()
-	}
+	all := h.allSessions()
 	for _, s := range all {
 		s.Close(disconnectShutdown)
 	}

@@ -50,38 +50,58 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 		before := inUse()
 		conns := make([]net.Conn, 0, n)
 		for _, tok := range tokens {
-			c, err := net.Dial("tcp", srv.Listener.Addr().String())
-			if err != nil {
-				b.Fatal(err)
-			}
-			req := "GET /ws?token=" + tok + " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-				"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-			if _, err := io.WriteString(c, req); err != nil {
-				b.Fatal(err)
-			}
-			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-			if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-				b.Fatalf("handshake: %v %v", resp, err)
-			}
+			c, _ := rawUpgrade(b, srv.Listener.Addr().String(), tok, "")
 			conns = append(conns, c)
 		}
-		deadline := time.Now().Add(10 * time.Second)
-		for h.Len() < n && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond) // bounded poll: Len has no event to wait on
-		}
-		if h.Len() != n {
-			b.Fatalf("%d sessions registered, want %d", h.Len(), n)
-		}
+		waitSessions(b, h, n)
 		perConn = float64(inUse()-before) / n
-		for _, c := range conns {
-			c.Close()
-		}
-		deadline = time.Now().Add(10 * time.Second)
-		for h.Len() > 0 && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
-		}
+		closeConns(b, h, conns)
 	}
 	b.ReportMetric(perConn, "B/session")
+}
+
+// rawUpgrade opens a WebSocket to addr as a raw client (a net.Conn and
+// nothing else) with token and extra request header lines, and returns
+// the connection and the server's answer to the upgrade.
+func rawUpgrade(b *testing.B, addr, token, header string) (net.Conn, *http.Response) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := "GET /ws?token=" + token + " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + header + "\r\n"
+	if _, err := io.WriteString(c, req); err != nil {
+		b.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		b.Fatalf("handshake: %v %v", resp, err)
+	}
+	return c, resp
+}
+
+// waitSessions waits until h holds n sessions (the welcome is written
+// after registering, but a raw client does not read it). It polls: Len
+// has no event to wait on.
+func waitSessions(b *testing.B, h *session.Hub, n int) {
+	deadline := time.Now().Add(10 * time.Second)
+	for h.Len() < n && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if h.Len() != n {
+		b.Fatalf("%d sessions registered, want %d", h.Len(), n)
+	}
+}
+
+// closeConns closes conns and waits until h holds no session.
+func closeConns(b *testing.B, h *session.Hub, conns []net.Conn) {
+	for _, c := range conns {
+		c.Close()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for h.Len() > 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // inUse returns the heap and stack in use after a garbage collection.

@@ -122,16 +122,8 @@ type Delivery struct {
 // empty) and says what happened to each. No sessions: an empty result.
 // It never blocks on a client.
 func (h *Hub) Deliver(user, device string, frame []byte) []Delivery {
-	sh := h.shard(user)
-	sh.mu.RLock()
 	var targets [4]*Session
-	list := targets[:0]
-	for _, s := range sh.users[user] {
-		if device == "" || s.info.Device == device {
-			list = append(list, s)
-		}
-	}
-	sh.mu.RUnlock()
+	list := h.sessionsOf(user, device, targets[:0])
 	if len(list) == 0 {
 		return nil
 	}
@@ -140,4 +132,33 @@ func (h *Hub) Deliver(user, device string, frame []byte) []Delivery {
 		out[i] = h.deliver(s, frame)
 	}
 	return out
+}
+
+// sessionsOf appends user's live sessions here (only device's, if device
+// is not empty) to list and returns it.
+func (h *Hub) sessionsOf(user, device string, list []*Session) []*Session {
+	sh := h.shard(user)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	for _, s := range sh.users[user] {
+		if device == "" || s.info.Device == device {
+			list = append(list, s)
+		}
+	}
+	return list
+}
+
+// allSessions returns every live session here, one shard at a time (a
+// session registered meanwhile in a shard already read is missed).
+func (h *Hub) allSessions() []*Session {
+	all := make([]*Session, 0, h.Len())
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.RLock()
+		for _, list := range sh.users {
+			all = append(all, list...)
+		}
+		sh.mu.RUnlock()
+	}
+	return all
 }

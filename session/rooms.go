@@ -283,15 +283,7 @@ func (h *Hub) Leave(user, device, room string) []RoomResult {
 
 // roomOp runs op for user's sessions (device's, if not empty).
 func (h *Hub) roomOp(user, device, room string, op func(*Session) error) []RoomResult {
-	sh := h.shard(user)
-	sh.mu.RLock()
-	var list []*Session
-	for _, s := range sh.users[user] {
-		if device == "" || s.info.Device == device {
-			list = append(list, s)
-		}
-	}
-	sh.mu.RUnlock()
+	list := h.sessionsOf(user, device, nil)
 	if len(list) == 0 {
 		return nil
 	}
@@ -325,16 +317,7 @@ func (h *Hub) Publish(room string, frame []byte) int {
 // Broadcast queues frame to every live session here and returns how many
 // took it; as Publish otherwise.
 func (h *Hub) Broadcast(frame []byte) int {
-	all := make([]*Session, 0, h.Len())
-	for i := range h.shards {
-		sh := &h.shards[i]
-		sh.mu.RLock()
-		for _, list := range sh.users {
-			all = append(all, list...)
-		}
-		sh.mu.RUnlock()
-	}
-	return h.deliverAll(all, frame)
+	return h.deliverAll(h.allSessions(), frame)
 }
 
 // deliverAll queues frame to each of list and counts those that took it.
