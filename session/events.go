@@ -86,7 +86,14 @@ func (e *events) OnMessage(c *gws.Conn, m *gws.Message) {
 	}
 	f, err := parseClientFrame(m.Bytes())
 	if err != nil {
-		return // not a request: ignored
+		// Not a request. A frame that is not a JSON object at all is
+		// most likely a message someone meant to send: say what a message
+		// looks like. One with no "type" or a type we do not know is
+		// ignored (a later version's request).
+		if errors.Is(err, errNotObject) {
+			_ = s.Enqueue(errorFrame("message", "", `frame is not a JSON object: a message is {"type":"message","data":<JSON>}`))
+		}
+		return
 	}
 	switch f.Type {
 	case "ping":

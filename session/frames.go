@@ -181,6 +181,9 @@ func errorFrame(op, id, reason string) []byte {
 	return append(b, '}')
 }
 
+// errNotObject: a client's text frame that is not a JSON object.
+var errNotObject = errors.New("frame is not a JSON object")
+
 // clientFrame is a frame a client sent: a JSON object whose "type" (exact
 // case) says what it is. Field names match exactly ("Type" is not "type").
 type clientFrame struct {
@@ -197,8 +200,8 @@ type clientFrame struct {
 // fields the types that mean something use. Other fields are left alone.
 func parseClientFrame(b []byte) (clientFrame, error) {
 	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(b, &fields); err != nil {
-		return clientFrame{}, errors.New("frame is not a JSON object")
+	if err := json.Unmarshal(b, &fields); err != nil || fields == nil {
+		return clientFrame{}, errNotObject
 	}
 	var f clientFrame
 	raw, ok := fields["type"]
