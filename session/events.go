@@ -116,8 +116,11 @@ func (e *events) OnMessage(c *gws.Conn, m *gws.Message) {
 // and the frame is dropped.
 func (h *Hub) frameIn(c *gws.Conn) *Session {
 	h.stats.clientFrames.Add(1)
-	_ = c.SetReadDeadline(time.Now().Add(h.cfg.IdleTimeout))
 	s := sessionOf(c)
+	if s.isClosing() {
+		return nil // the server closed it: what the client still sends is read and dropped (writeCloseLingering)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(h.cfg.IdleTimeout))
 	if h.cfg.MaxClientRate <= 0 || s.allow(h.cfg.MaxClientRate) {
 		return s
 	}

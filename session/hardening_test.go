@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -398,5 +399,34 @@ func TestReadLoopPanicClosesOnlyThatConnection(t *testing.T) {
 	}
 	if _, p := other.read(); !bytes.Contains(p, []byte(`"m2"`)) {
 		t.Errorf("other got %q, want message m2", p)
+	}
+}
+
+// TestCloseReachesAFloodingClient: a client that keeps sending past its
+// rate limit, and reads only afterwards, still finds the 4008 close frame
+// in its socket. The server sends the close, shuts its write side and
+// keeps reading until the client is done, instead of closing at once:
+// data still arriving at a closed socket makes the kernel answer with a
+// reset, which discards the close frame waiting in the client's buffer.
+func TestCloseReachesAFloodingClient(t *testing.T) {
+	for round := range 5 {
+		h, srv, _ := testHub(t, Config{MaxClientRate: 10})
+		c := dialRaw(t, srv, fmt.Sprintf("flood%d", round), 0)
+		waitFor(t, "the session", func() bool { return h.Len() == 1 })
+		chunk := bytes.Repeat(frame(0x1, []byte(`{"type":"ping"}`)), 100)
+		for i := range 20 { // 2000 frames: far past the burst of 20; most land after the close
+			if _, err := c.nc.Write(chunk); err != nil {
+				// What a client library sees when the server closes at once:
+				// its own send fails (reset, broken pipe) and it gives up
+				// without reading the close frame.
+				t.Fatalf("round %d: write %d failed: %v", round, i, err)
+			}
+			time.Sleep(time.Millisecond) // a client sending at its own pace, not synchronisation
+		}
+		// Only now read: pongs, then the close frame.
+		p := c.readUntil(0x8)
+		if closeCode(p) != CloseTooMany || string(p[2:]) != "too many messages" {
+			t.Fatalf("round %d: got close %q, want 4008 too many messages", round, p)
+		}
 	}
 }

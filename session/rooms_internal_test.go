@@ -71,3 +71,14 @@ func TestRoomFrames(t *testing.T) {
 		})
 	}
 }
+
+// TestFramesNotHTMLEscaped: a reason with quotes and <, >, & reaches the
+// client as written, not as \u003c (the frames are JSON for programs, not
+// HTML).
+func TestFramesNotHTMLEscaped(t *testing.T) {
+	got := string(errorFrame("message", "", `a message is {"type":"message","data":<JSON>} & more`))
+	want := `{"type":"error","op":"message","reason":"a message is {\"type\":\"message\",\"data\":<JSON>} & more"}`
+	if got != want {
+		t.Fatalf("frame %s, want %s", got, want)
+	}
+}

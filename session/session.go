@@ -1,6 +1,7 @@
 package session
 
 import (
+	"encoding/binary"
 	"errors"
 	"sync"
 	"time"
@@ -113,6 +114,13 @@ func (s *Session) Close(dc Disconnect) {
 	s.mu.Lock()
 	s.closeLocked(dc)
 	s.mu.Unlock()
+}
+
+// isClosing reports whether a close is queued or the connection is gone.
+func (s *Session) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing != nil
 }
 
 // closeFirst closes the session with dc and reports whether this call
@@ -286,10 +294,38 @@ func (s *Session) writeItem(it item) bool {
 	case opMessage:
 		err = s.conn.WriteMessage(gws.OpcodeText, it.data)
 	case opClose:
-		_ = s.conn.WriteClose(it.dc.Code, []byte(it.dc.Reason))
+		s.writeCloseLingering(it.dc)
 		return false
 	}
 	return err == nil
+}
+
+// closeLinger bounds how long a connection the server closed stays open
+// for the client's close frame (writeCloseLingering).
+const closeLinger = time.Second
+
+// writeCloseLingering sends the close frame with dc's code and reason,
+// then shuts the connection's write side and leaves the read loop to
+// take what the client still sends, for at most closeLinger, until the
+// client's own close frame or EOF ends it. Closing at once instead would
+// make the kernel answer data still in flight from the client (a flood
+// that earned a 4008, say) with a reset, which can destroy the close
+// frame in the client's receive buffer before the client reads it: it
+// would see 1006 and not know why (RFC 6455 §7.1.1: the server closes
+// the TCP connection after the closing handshake).
+func (s *Session) writeCloseLingering(dc Disconnect) {
+	payload := make([]byte, 2, 2+len(dc.Reason))
+	binary.BigEndian.PutUint16(payload, dc.Code)
+	payload = append(payload, dc.Reason...)
+	if err := s.conn.WriteMessage(gws.OpcodeCloseConnection, payload); err != nil {
+		_ = s.conn.NetConn().Close()
+		return
+	}
+	if cw, ok := s.conn.NetConn().(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		_ = s.conn.SetReadDeadline(time.Now().Add(closeLinger))
+		return
+	}
+	_ = s.conn.NetConn().Close() // no half-close (not TCP): close at once
 }
 
 // abandon drops what is queued after the connection closed or failed.
