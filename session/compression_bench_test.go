@@ -31,13 +31,14 @@ func BenchmarkCompression(b *testing.B) {
 	}
 }
 
-func compressionHub(b *testing.B, on bool) (*session.Hub, *session.Authenticator, *httptest.Server) {
+func compressionHub(b *testing.B, on bool) (*session.Hub, *session.Authenticator, *httptest.Server, *countObserver) {
 	auth, err := session.NewAuthenticator([]byte("bench-secret-0123456789-abcdefghijklmnop"))
 	if err != nil {
 		b.Fatal(err)
 	}
+	obs := newCountObserver()
 	h, err := session.New(session.Config{Auth: auth, Logger: slog.New(slog.DiscardHandler), PingInterval: time.Hour, IdleTimeout: 2 * time.Hour,
-		Compression: on, SendQueue: 1 << 16})
+		Compression: on, SendQueue: 1 << 16, Observer: obs})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -48,12 +49,12 @@ func compressionHub(b *testing.B, on bool) (*session.Hub, *session.Authenticator
 		_ = h.Shutdown(ctx)
 		srv.Close()
 	})
-	return h, auth, srv
+	return h, auth, srv, obs
 }
 
 func benchIdleCompressed(b *testing.B, on bool) {
 	const n = 1000
-	h, auth, srv := compressionHub(b, on)
+	_, auth, srv, obs := compressionHub(b, on)
 	var perConn float64
 	for b.Loop() {
 		before := inUse()
@@ -70,9 +71,9 @@ func benchIdleCompressed(b *testing.B, on bool) {
 			}
 			conns = append(conns, c)
 		}
-		waitSessions(b, h, n)
+		obs.wait(b, n)
 		perConn = float64(inUse()-before) / n
-		closeConns(b, h, conns)
+		closeConns(b, obs, conns)
 	}
 	b.ReportMetric(perConn, "B/session")
 }
@@ -80,18 +81,38 @@ func benchIdleCompressed(b *testing.B, on bool) {
 // countingEvents counts the messages a gws client reads.
 type countingEvents struct {
 	gws.BuiltinEventHandler
-	n atomic.Int64
+	n    atomic.Int64
+	more chan struct{} // buffered(1): poked at every message
 }
 
-func (e *countingEvents) OnMessage(_ *gws.Conn, m *gws.Message) { m.Close(); e.n.Add(1) }
+func (e *countingEvents) OnMessage(_ *gws.Conn, m *gws.Message) {
+	m.Close()
+	e.n.Add(1)
+	select {
+	case e.more <- struct{}{}:
+	default:
+	}
+}
+
+// wait waits until the client has read n messages, for at most limit.
+func (e *countingEvents) wait(b *testing.B, n int64, limit time.Duration) {
+	timeout := time.After(limit)
+	for e.n.Load() < n {
+		select {
+		case <-e.more:
+		case <-timeout:
+			b.Fatalf("client read %d of %d messages", e.n.Load(), n)
+		}
+	}
+}
 
 func benchSendCompressed(b *testing.B, on bool) {
-	h, auth, srv := compressionHub(b, on)
+	h, auth, srv, _ := compressionHub(b, on)
 	tok, err := auth.Mint("reader", "web", time.Hour)
 	if err != nil {
 		b.Fatal(err)
 	}
-	ev := &countingEvents{}
+	ev := &countingEvents{more: make(chan struct{}, 1)}
 	c, _, err := gws.NewClient(ev, &gws.ClientOption{
 		Addr:              "ws://" + srv.Listener.Addr().String() + "/ws?token=" + tok,
 		PermessageDeflate: gws.PermessageDeflate{Enabled: true, ServerContextTakeover: false, ClientContextTakeover: false},
@@ -101,10 +122,7 @@ func benchSendCompressed(b *testing.B, on bool) {
 	}
 	go c.ReadLoop()
 	defer c.NetConn().Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for h.Len() < 1 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	ev.wait(b, 1, 10*time.Second) // the welcome: written once the session is registered
 	var sb strings.Builder
 	for i := 0; sb.Len() < 2048; i++ {
 		fmt.Fprintf(&sb, `{"user":"u%d","text":"a live comment number %d with the usual words in it"},`, i, i)
@@ -120,16 +138,8 @@ func benchSendCompressed(b *testing.B, on bool) {
 		}
 		sent++
 		if sent%1024 == 0 { // keep the queue bounded: wait for the client to catch up
-			for ev.n.Load() < sent-64 && time.Now().Before(deadline.Add(time.Minute)) {
-				time.Sleep(50 * time.Microsecond)
-			}
+			ev.wait(b, sent-64, time.Minute)
 		}
 	}
-	deadline = time.Now().Add(30 * time.Second)
-	for ev.n.Load() < sent+1 && time.Now().Before(deadline) { // +1: the welcome
-		time.Sleep(50 * time.Microsecond)
-	}
-	if ev.n.Load() < sent+1 {
-		b.Fatalf("client read %d of %d messages", ev.n.Load(), sent+1)
-	}
+	ev.wait(b, sent+1, 30*time.Second) // +1: the welcome
 }

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,7 +29,8 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	h, err := session.New(session.Config{Auth: auth, Logger: slog.New(slog.DiscardHandler), PingInterval: time.Hour, IdleTimeout: 2 * time.Hour})
+	obs := newCountObserver()
+	h, err := session.New(session.Config{Auth: auth, Logger: slog.New(slog.DiscardHandler), PingInterval: time.Hour, IdleTimeout: 2 * time.Hour, Observer: obs})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -53,9 +55,9 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 			c, _ := rawUpgrade(b, srv.Listener.Addr().String(), tok, "")
 			conns = append(conns, c)
 		}
-		waitSessions(b, h, n)
+		obs.wait(b, n)
 		perConn = float64(inUse()-before) / n
-		closeConns(b, h, conns)
+		closeConns(b, obs, conns)
 	}
 	b.ReportMetric(perConn, "B/session")
 }
@@ -80,28 +82,55 @@ func rawUpgrade(b *testing.B, addr, token, header string) (net.Conn, *http.Respo
 	return c, resp
 }
 
-// waitSessions waits until h holds n sessions (the welcome is written
-// after registering, but a raw client does not read it). It polls: Len
-// has no event to wait on.
-func waitSessions(b *testing.B, h *session.Hub, n int) {
-	deadline := time.Now().Add(10 * time.Second)
-	for h.Len() < n && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	if h.Len() != n {
-		b.Fatalf("%d sessions registered, want %d", h.Len(), n)
+// countObserver counts the hub's sessions as its Observer hears of them,
+// and wakes wait at every change. Its methods are a superset of every
+// version's Observer, so the benchmark runs on earlier versions too.
+type countObserver struct {
+	mu      sync.Mutex
+	n       int
+	changed chan struct{} // buffered(1): poked at every change
+}
+
+func newCountObserver() *countObserver { return &countObserver{changed: make(chan struct{}, 1)} }
+
+func (o *countObserver) add(d int) {
+	o.mu.Lock()
+	o.n += d
+	o.mu.Unlock()
+	select {
+	case o.changed <- struct{}{}:
+	default:
 	}
 }
 
-// closeConns closes conns and waits until h holds no session.
-func closeConns(b *testing.B, h *session.Hub, conns []net.Conn) {
+func (o *countObserver) SessionOpened(session.Info) { o.add(1) }
+func (o *countObserver) SessionClosed(session.Info) { o.add(-1) }
+func (o *countObserver) RoomChanged(string, int)    {}
+
+// wait waits until the hub holds n sessions, for at most 10 s.
+func (o *countObserver) wait(b *testing.B, n int) {
+	timeout := time.After(10 * time.Second)
+	for {
+		o.mu.Lock()
+		got := o.n
+		o.mu.Unlock()
+		if got == n {
+			return
+		}
+		select {
+		case <-o.changed:
+		case <-timeout:
+			b.Fatalf("%d sessions, want %d", got, n)
+		}
+	}
+}
+
+// closeConns closes conns and waits until the hub holds no session.
+func closeConns(b *testing.B, o *countObserver, conns []net.Conn) {
 	for _, c := range conns {
 		c.Close()
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for h.Len() > 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	o.wait(b, 0)
 }
 
 // inUse returns the heap and stack in use after a garbage collection.
