@@ -234,19 +234,13 @@ func (e *events) NotifyLeave(n *memberlist.Node) {
 		delete(c.peers, n.Name)
 	}
 	c.lost[n.Name] = lostMember{addr: n.Address(), state: state, since: time.Now()}
-	heir := state == StateDead && c.cfg.OnNodeFailed != nil && c.heirLocked(n.Name) == c.cfg.NodeName
 	c.mu.Unlock()
-	var gone []Located
-	c.table.mu.Lock()
-	if heir {
-		gone = c.table.sessionsOfLocked(n.Name)
+	if state == StateDead {
+		c.reportGone(n.Name)
 	}
+	c.table.mu.Lock()
 	dropped := c.table.dropLocked(n.Name)
 	c.table.mu.Unlock()
-	if heir {
-		c.log.Info("this node reports the failed member's sessions gone", "member", n.Name, "sessions", len(gone))
-		c.cfg.OnNodeFailed(n.Name, gone)
-	}
 	msg := "member failed"
 	if state == StateLeft {
 		msg = "member left"
@@ -271,8 +265,32 @@ func (e *events) NotifyUpdate(n *memberlist.Node) {
 	p.mu.Unlock()
 	if restarted {
 		c.log.Info("member restarted", "member", n.Name, "addr", n.Address())
+		c.reportGone(n.Name) // its previous run's sessions ended with it, unannounced
 		p.resync()
 	}
+}
+
+// reportGone hands the sessions the table holds for member name to
+// Config.OnNodeFailed, if this node is the member's heir: the member
+// crashed (declared dead), or came back as a new run before gossip
+// declared it dead, and in both cases its previous run's sessions ended
+// without a word from it. It must be called before those entries are
+// dropped or replaced.
+func (c *Cluster) reportGone(name string) {
+	if c.cfg.OnNodeFailed == nil {
+		return
+	}
+	c.mu.Lock()
+	heir := c.heirLocked(name) == c.cfg.NodeName
+	c.mu.Unlock()
+	if !heir {
+		return
+	}
+	c.table.mu.RLock()
+	gone := c.table.sessionsOfLocked(name)
+	c.table.mu.RUnlock()
+	c.log.Info("this node reports the failed member's sessions gone", "member", name, "sessions", len(gone))
+	c.cfg.OnNodeFailed(name, gone)
 }
 
 // NotifyConflict hears of two nodes claiming one name.
