@@ -106,6 +106,11 @@ type Hub struct {
 	active sync.WaitGroup // one per upgraded connection, until its goroutines end
 }
 
+// readBufferSize is the read buffer of a client connection: clients send
+// little (pings and small frames); gws's default would take 4 KiB of the
+// 13 an idle connection costs.
+const readBufferSize = 1024
+
 // New validates cfg, fills defaults and returns a Hub.
 func New(cfg Config) (*Hub, error) {
 	if cfg.Auth == nil {
@@ -148,7 +153,7 @@ func New(cfg Config) (*Hub, error) {
 	}
 	h.upgrader = gws.NewUpgrader((*events)(h), &gws.ServerOption{
 		ReadMaxPayloadSize: cfg.MaxMessageBytes,
-		ReadBufferSize:     1024, // clients send little: pings and small frames; 4 KiB of 13 per idle connection otherwise
+		ReadBufferSize:     readBufferSize,
 		CheckUtf8Enabled:   true,
 		Recovery:           gws.Recovery,
 		Logger:             gwsLogger{h.log},

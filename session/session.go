@@ -53,6 +53,21 @@ type owed struct {
 
 func (o owed) any() bool { return o.ping || o.pong || o.wsPong }
 
+// count is how many frames o owes.
+func (o owed) count() int {
+	n := 0
+	if o.ping {
+		n++
+	}
+	if o.pong {
+		n++
+	}
+	if o.wsPong {
+		n++
+	}
+	return n
+}
+
 // Session is one client WebSocket. Writes go through a bounded queue drained
 // by one writer goroutine, started when the queue goes from empty to
 // non-empty and gone when it is empty again, so an idle session costs no
@@ -219,22 +234,28 @@ func (s *Session) write() {
 		batch, s.queue = s.queue, batch[:0]
 		s.mu.Unlock()
 
-		if !s.writeOwed(o) {
-			s.abandon()
-			clear(batch)
-			continue
+		cc, _ := s.conn.NetConn().(*corkConn)
+		corked := cc != nil && len(batch)+o.count() > 1
+		if corked {
+			cc.cork() // one write for the whole batch
 		}
+		ok := s.writeOwed(o)
 		for i, it := range batch {
-			if !s.writeItem(it) {
-				s.abandon()
+			if !ok {
 				clear(batch[i:])
 				break
 			}
-			if it.op == opMessage {
+			if ok = s.writeItem(it); ok && it.op == opMessage {
 				s.mu.Lock()
 				s.messages--
 				s.mu.Unlock()
 			}
+		}
+		if corked && cc.uncork() != nil {
+			ok = false
+		}
+		if !ok {
+			s.abandon()
 		}
 		clear(batch)
 	}

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bufio"
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
@@ -8,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/lxzan/gws"
 
 	"wsmesh/internal/httpx"
 	"wsmesh/internal/panics"
@@ -41,7 +44,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.mu.Unlock()
 
-	conn, err := h.upgrader.Upgrade(w, r)
+	conn, err := h.upgrade(w, r)
 	if err != nil {
 		h.log.Debug("websocket upgrade failed", "remote", remote, "err", err)
 		h.conns.Add(-1)
@@ -87,6 +90,17 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.finish()
 		_ = conn.NetConn().Close() // closed already, unless the read loop panicked
 	}()
+}
+
+// upgrade hijacks the connection and has gws upgrade it, with the client
+// connection wrapped in a corkConn (the writer's batches go out in one
+// write). A hijack that fails is answered by net/http.
+func (h *Hub) upgrade(w http.ResponseWriter, r *http.Request) (*gws.Conn, error) {
+	nc, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return nil, err
+	}
+	return h.upgrader.UpgradeFromConn(&corkConn{Conn: nc}, bufio.NewReaderSize(nc, readBufferSize), r)
 }
 
 // readLoop runs gws's read loop for s. A panic in it closes this
